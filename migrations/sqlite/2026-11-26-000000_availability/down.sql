@@ -1,0 +1,3 @@
+DROP TABLE availability_changes;
+DROP TABLE slots;
+DROP TABLE providers;

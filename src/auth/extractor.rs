@@ -1,0 +1,38 @@
+//! The REST extractor: every `/api` handler that takes a [`Caller`] is authenticated.
+
+use std::future::{ready, Ready};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+
+use super::{AuthError, Claims, TokenVerifier};
+use crate::error::ApiError;
+
+/// The verified claims of the request's bearer token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Claims);
+
+/// The token of an `Authorization: Bearer <jwt>` header, if any.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verifier = req
+            .app_data::<web::Data<TokenVerifier>>()
+            .expect("TokenVerifier is registered in startup");
+        let result = match bearer_token(req) {
+            None => Err(AuthError::Missing),
+            Some(token) => verifier.verify(token),
+        };
+        ready(result.map(Caller).map_err(ApiError::from))
+    }
+}

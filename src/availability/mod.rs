@@ -1,0 +1,12 @@
+//! Availability slots: the REST resource, its storage with a per-provider version and
+//! change log, and the `availabilityUpdated` events each change sends to the
+//! provider's room.
+
+mod events;
+mod model;
+pub mod routes;
+mod store;
+
+pub use events::{availability_frame, Action};
+pub use model::{NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
+pub use store::{Availability, AvailabilityStore, Replay, StoreError};

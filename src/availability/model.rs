@@ -1,0 +1,152 @@
+//! The slot resource as stored and as sent (camelCase, RFC 3339 UTC times), and the
+//! bodies that create and patch it.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::db::schema::slots;
+
+/// Longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+/// Whether a slot can be booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotStatus {
+    /// Free to book (the default).
+    Available,
+    /// Taken.
+    Booked,
+    /// Closed by the provider.
+    Blocked,
+}
+
+impl SlotStatus {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotStatus::Available => "available",
+            SlotStatus::Booked => "booked",
+            SlotStatus::Blocked => "blocked",
+        }
+    }
+
+    fn from_stored(s: &str) -> Self {
+        match s {
+            "booked" => SlotStatus::Booked,
+            "blocked" => SlotStatus::Blocked,
+            _ => SlotStatus::Available,
+        }
+    }
+}
+
+/// A row of the `slots` table.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = slots)]
+pub struct SlotRow {
+    pub id: i64,
+    pub provider_id: i64,
+    pub starts_at: NaiveDateTime,
+    pub ends_at: NaiveDateTime,
+    pub status: String,
+    pub note: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A slot as the API and the events show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slot {
+    /// Unique id.
+    pub id: i64,
+    /// The provider whose slot this is.
+    pub provider_id: i64,
+    /// Start, inclusive.
+    pub starts_at: DateTime<Utc>,
+    /// End, exclusive.
+    pub ends_at: DateTime<Utc>,
+    /// Available, booked or blocked.
+    pub status: SlotStatus,
+    /// Free text, at most 500 characters.
+    pub note: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SlotRow> for Slot {
+    fn from(row: SlotRow) -> Self {
+        Slot {
+            id: row.id,
+            provider_id: row.provider_id,
+            starts_at: row.starts_at.and_utc(),
+            ends_at: row.ends_at.and_utc(),
+            status: SlotStatus::from_stored(&row.status),
+            note: row.note,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+        }
+    }
+}
+
+/// The body of `POST /api/providers/{providerId}/availability`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSlot {
+    /// Start, inclusive.
+    pub starts_at: DateTime<Utc>,
+    /// End, exclusive; after `startsAt`.
+    pub ends_at: DateTime<Utc>,
+    /// Defaults to `available`.
+    #[serde(default)]
+    pub status: Option<SlotStatus>,
+    /// Optional note.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The body of `PATCH /api/availability/{id}`: any subset of the fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlotPatch {
+    /// New start.
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// New end.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// New status.
+    #[serde(default)]
+    pub status: Option<SlotStatus>,
+    /// Absent: unchanged; `null`: cleared; a string: replaced.
+    #[serde(default, deserialize_with = "present")]
+    pub note: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`, by `default`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Checks the rules JSON types cannot express; the message names the field.
+pub fn validate(
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    note: Option<&str>,
+) -> Result<(), String> {
+    if ends_at <= starts_at {
+        return Err("`endsAt` must be after `startsAt`".into());
+    }
+    if let Some(note) = note {
+        let len = note.chars().count();
+        if len > MAX_NOTE_CHARS {
+            return Err(format!(
+                "`note` is {len} characters; at most {MAX_NOTE_CHARS} are allowed"
+            ));
+        }
+    }
+    Ok(())
+}

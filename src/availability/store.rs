@@ -1,0 +1,413 @@
+//! Storage of slots with diesel, and the versioned change log.
+//!
+//! Each change runs in one transaction that bumps the provider's version, writes the
+//! slot and appends the exact frame to the change log; the frame is then handed to
+//! the hub. A per-provider lock spans commit and hand-off so that, on this node,
+//! events of one provider reach the registry in version order.
+//!
+//! Everything here blocks; the async methods run it on the blocking pool.
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::web;
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use super::events::{availability_frame, Action};
+use super::model::{validate, NewSlot, Slot, SlotPatch, SlotRow};
+use crate::db::schema::{availability_changes, providers, slots};
+use crate::db::{AnyConnection, DbPool};
+use crate::error::ApiError;
+use crate::rooms::{Deliver, Hub, RoomName};
+
+/// Why a storage operation failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No slot with that id.
+    NotFound(i64),
+    /// The slot would overlap another slot of the same provider.
+    Overlap {
+        /// The slot in the way.
+        existing: i64,
+    },
+    /// The change breaks a rule (times, note length).
+    Invalid(String),
+    /// The database did not answer in time (pool exhausted, locked, down).
+    Unavailable(String),
+    /// Any other database failure: a bug or an outage.
+    Database(DieselError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("database is locked") =>
+            {
+                StoreError::Unavailable("the database is busy; retry".into())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                StoreError::Unavailable("the database connection was lost; retry".into())
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("no slot with id {id}")),
+            StoreError::Overlap { existing } => ApiError::Conflict(format!(
+                "the slot overlaps slot {existing} of the same provider"
+            )),
+            StoreError::Invalid(why) => ApiError::Unprocessable(why),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Database(e) => ApiError::Internal(format!("database error: {e}")),
+        }
+    }
+}
+
+impl From<actix_web::error::BlockingError> for StoreError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        StoreError::Unavailable("the blocking pool is shutting down".into())
+    }
+}
+
+/// A provider's slots with the version they reflect.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// The provider.
+    pub provider_id: i64,
+    /// The provider's version when the slots were read.
+    pub version: i64,
+    /// Slots ordered by `startsAt`.
+    pub slots: Vec<Slot>,
+}
+
+/// What a rejoining client missed.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The provider's current version.
+    pub version: i64,
+    /// Whether every change after `since` is in `frames`.
+    pub recovered: bool,
+    /// The missed frames, in version order, as `(version, frame)`.
+    pub frames: Vec<(i64, String)>,
+}
+
+/// Serializes writers of one provider on this node (striped, fixed memory).
+struct ProviderLocks([Mutex<()>; 64]);
+
+impl ProviderLocks {
+    fn lock(&self, provider_id: i64) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = provider_id.rem_euclid(64) as usize;
+        // A panic while holding the lock leaves no shared state behind it.
+        self.0[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Slots, versions and the change log, with the hub that hears of every change.
+#[derive(Clone)]
+pub struct AvailabilityStore {
+    pool: DbPool,
+    hub: Hub,
+    locks: Arc<ProviderLocks>,
+    history: i64,
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().trunc_subsecs(3).naive_utc()
+}
+
+fn get_conn(pool: &DbPool) -> Result<crate::db::PooledConnection, StoreError> {
+    pool.get()
+        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+}
+
+/// Runs `f` in a transaction that, on PostgreSQL, sees one snapshot throughout.
+fn read_transaction<T>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.transaction(|conn| {
+        if let AnyConnection::Postgresql(pg) = conn {
+            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+        }
+        f(conn)
+    })
+}
+
+fn current_version(conn: &mut AnyConnection, provider_id: i64) -> Result<i64, StoreError> {
+    Ok(providers::table
+        .find(provider_id)
+        .select(providers::version)
+        .first::<i64>(conn)
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Bumps the provider's version and returns the new one. Runs first in every write
+/// transaction: the UPDATE takes the write lock (SQLite) or the row lock (PostgreSQL)
+/// before anything is read, so concurrent writers queue instead of failing.
+fn bump_version(conn: &mut AnyConnection, provider_id: i64) -> Result<i64, StoreError> {
+    let updated = diesel::update(providers::table.find(provider_id))
+        .set(providers::version.eq(providers::version + 1))
+        .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(providers::table)
+            .values((providers::id.eq(provider_id), providers::version.eq(1)))
+            .execute(conn)?;
+        return Ok(1);
+    }
+    current_version(conn, provider_id)
+}
+
+fn find_overlap(
+    conn: &mut AnyConnection,
+    provider_id: i64,
+    starts_at: NaiveDateTime,
+    ends_at: NaiveDateTime,
+    except: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    Ok(slots::table
+        .filter(slots::provider_id.eq(provider_id))
+        .filter(slots::starts_at.lt(ends_at))
+        .filter(slots::ends_at.gt(starts_at))
+        .filter(slots::id.ne(except.unwrap_or(-1)))
+        .select(slots::id)
+        .first::<i64>(conn)
+        .optional()?)
+}
+
+fn load_row(conn: &mut AnyConnection, id: i64) -> Result<SlotRow, StoreError> {
+    slots::table
+        .find(id)
+        .select(SlotRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(StoreError::NotFound(id))
+}
+
+fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc()
+}
+
+impl AvailabilityStore {
+    /// A store over `pool` that tells `hub` of every change and keeps the last
+    /// `history` changes of each provider.
+    pub fn new(pool: DbPool, hub: Hub, history: i64) -> Self {
+        AvailabilityStore {
+            pool,
+            hub,
+            locks: Arc::new(ProviderLocks(std::array::from_fn(|_| Mutex::new(())))),
+            history,
+        }
+    }
+
+    /// The provider's slots overlapping [`from`, `to`), ordered by start.
+    pub async fn list(
+        &self,
+        provider_id: i64,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Availability, StoreError> {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = get_conn(&pool)?;
+            read_transaction(&mut conn, |conn| {
+                let version = current_version(conn, provider_id)?;
+                let mut query = slots::table
+                    .filter(slots::provider_id.eq(provider_id))
+                    .select(SlotRow::as_select())
+                    .order((slots::starts_at.asc(), slots::id.asc()))
+                    .into_boxed();
+                if let Some(from) = from {
+                    query = query.filter(slots::ends_at.gt(naive(from)));
+                }
+                if let Some(to) = to {
+                    query = query.filter(slots::starts_at.lt(naive(to)));
+                }
+                let rows = query.load(conn)?;
+                Ok(Availability {
+                    provider_id,
+                    version,
+                    slots: rows.into_iter().map(Slot::from).collect(),
+                })
+            })
+        })
+        .await?
+    }
+
+    /// One slot.
+    pub async fn get(&self, id: i64) -> Result<Slot, StoreError> {
+        let pool = self.pool.clone();
+        web::block(move || load_row(&mut *get_conn(&pool)?, id).map(Slot::from)).await?
+    }
+
+    /// The provider's current version.
+    pub async fn version(&self, provider_id: i64) -> Result<i64, StoreError> {
+        let pool = self.pool.clone();
+        web::block(move || current_version(&mut *get_conn(&pool)?, provider_id)).await?
+    }
+
+    /// The changes of `provider_id` after version `since`, if all are still kept.
+    pub async fn replay(&self, provider_id: i64, since: i64) -> Result<Replay, StoreError> {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = get_conn(&pool)?;
+            read_transaction(&mut conn, |conn| {
+                let version = current_version(conn, provider_id)?;
+                if since >= version {
+                    // A client ahead of the database (it was reset) must re-fetch.
+                    return Ok(Replay {
+                        version,
+                        recovered: since == version,
+                        frames: Vec::new(),
+                    });
+                }
+                let frames: Vec<(i64, String)> = availability_changes::table
+                    .filter(availability_changes::provider_id.eq(provider_id))
+                    .filter(availability_changes::version.gt(since))
+                    .filter(availability_changes::version.le(version))
+                    .order(availability_changes::version.asc())
+                    .select((availability_changes::version, availability_changes::frame))
+                    .load(conn)?;
+                let complete = frames.len() as i64 == version - since;
+                Ok(Replay {
+                    version,
+                    recovered: complete,
+                    frames: if complete { frames } else { Vec::new() },
+                })
+            })
+        })
+        .await?
+    }
+
+    /// Creates a slot and announces it.
+    pub async fn create(&self, provider_id: i64, new: NewSlot) -> Result<Slot, StoreError> {
+        validate(new.starts_at, new.ends_at, new.note.as_deref()).map_err(StoreError::Invalid)?;
+        self.change(provider_id, Action::Created, move |conn| {
+            let (starts_at, ends_at) = (naive(new.starts_at), naive(new.ends_at));
+            if let Some(existing) = find_overlap(conn, provider_id, starts_at, ends_at, None)? {
+                return Err(StoreError::Overlap { existing });
+            }
+            let at = now();
+            Ok(diesel::insert_into(slots::table)
+                .values((
+                    slots::provider_id.eq(provider_id),
+                    slots::starts_at.eq(starts_at),
+                    slots::ends_at.eq(ends_at),
+                    slots::status.eq(new.status.unwrap_or(super::SlotStatus::Available).as_str()),
+                    slots::note.eq(new.note.clone()),
+                    slots::created_at.eq(at),
+                    slots::updated_at.eq(at),
+                ))
+                .returning(slots::all_columns)
+                .get_result::<SlotRow>(conn)?)
+        })
+        .await
+    }
+
+    /// Applies a patch to slot `id` of `provider_id` and announces it.
+    pub async fn update(
+        &self,
+        provider_id: i64,
+        id: i64,
+        patch: SlotPatch,
+    ) -> Result<Slot, StoreError> {
+        self.change(provider_id, Action::Updated, move |conn| {
+            let row = load_row(conn, id)?;
+            let starts_at = patch.starts_at.map(naive).unwrap_or(row.starts_at);
+            let ends_at = patch.ends_at.map(naive).unwrap_or(row.ends_at);
+            let note = patch.note.clone().unwrap_or(row.note);
+            validate(starts_at.and_utc(), ends_at.and_utc(), note.as_deref())
+                .map_err(StoreError::Invalid)?;
+            if let Some(existing) = find_overlap(conn, provider_id, starts_at, ends_at, Some(id))? {
+                return Err(StoreError::Overlap { existing });
+            }
+            let status = patch.status.map(|s| s.as_str().to_owned()).unwrap_or(row.status);
+            Ok(diesel::update(slots::table.find(id))
+                .set((
+                    slots::starts_at.eq(starts_at),
+                    slots::ends_at.eq(ends_at),
+                    slots::status.eq(status),
+                    slots::note.eq(note),
+                    slots::updated_at.eq(now()),
+                ))
+                .returning(slots::all_columns)
+                .get_result::<SlotRow>(conn)?)
+        })
+        .await
+    }
+
+    /// Deletes slot `id` of `provider_id` and announces it (with the slot as it was).
+    pub async fn delete(&self, provider_id: i64, id: i64) -> Result<Slot, StoreError> {
+        self.change(provider_id, Action::Deleted, move |conn| {
+            let row = load_row(conn, id)?;
+            diesel::delete(slots::table.find(id)).execute(conn)?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// One change: version bump, the slot write `write`, the change-log row, then the
+    /// event to the hub, all under the provider's lock.
+    async fn change<F>(&self, provider_id: i64, action: Action, write: F) -> Result<Slot, StoreError>
+    where
+        F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        web::block(move || {
+            let _guard = store.locks.lock(provider_id);
+            let mut conn = get_conn(&store.pool)?;
+            let mut attempt = 0;
+            let (slot, version, frame) = loop {
+                attempt += 1;
+                let result = conn.transaction(|conn| {
+                    let version = bump_version(conn, provider_id)?;
+                    let slot = Slot::from(write(conn)?);
+                    let frame = availability_frame(action, version, &slot);
+                    diesel::insert_into(availability_changes::table)
+                        .values((
+                            availability_changes::provider_id.eq(provider_id),
+                            availability_changes::version.eq(version),
+                            availability_changes::action.eq(action.as_str()),
+                            availability_changes::frame.eq(&*frame),
+                            availability_changes::created_at.eq(now()),
+                        ))
+                        .execute(conn)?;
+                    diesel::delete(
+                        availability_changes::table
+                            .filter(availability_changes::provider_id.eq(provider_id))
+                            .filter(availability_changes::version.le(version - store.history)),
+                    )
+                    .execute(conn)?;
+                    Ok::<_, StoreError>((slot, version, frame))
+                });
+                match result {
+                    // Two nodes creating a provider's first version at once: one
+                    // insert loses; run again and it takes the next version.
+                    Err(StoreError::Database(DieselError::DatabaseError(
+                        DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
+                        _,
+                    ))) if attempt < 3 => continue,
+                    other => break other?,
+                }
+            };
+            let delivered = store.hub.publish_blocking(Deliver {
+                room: Some(RoomName::for_provider(provider_id)),
+                version: Some(version),
+                frame,
+            });
+            if delivered.is_err() {
+                log::warn!("change {provider_id}@{version} committed while the hub is stopping");
+            }
+            Ok(slot)
+        })
+        .await?
+    }
+}

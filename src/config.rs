@@ -1,0 +1,207 @@
+//! Configuration: one typed [`Settings`] struct read from environment variables and
+//! matching command-line flags.
+//!
+//! Every knob of the hub lives here so that `main`, the tests and the docs agree on
+//! names and defaults. The defaults are constants so tests can build a `Settings`
+//! without reading the environment of the machine they run on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default database: an embedded SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://eventide.db";
+/// Default allowlist of browser origins, for CORS and WebSocket upgrades.
+pub const DEFAULT_ALLOWED_ORIGINS: &str =
+    "http://localhost:8080,http://127.0.0.1:8080,http://localhost:4200";
+
+/// Everything `eventide-hub serve` needs to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Listen address; port 0 picks a free port.
+    #[arg(long, env = "EVENTIDE_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// HS256 secret. Unset: a random one is generated and kept beside the SQLite file.
+    #[arg(long, env = "EVENTIDE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA or EC P-256); when set, RS256/ES256 tokens are verified with it
+    /// and HS256 is refused.
+    #[arg(long, env = "EVENTIDE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// When set, the token's `iss` must equal it.
+    #[arg(long, env = "EVENTIDE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, the token's `aud` must contain it.
+    #[arg(long, env = "EVENTIDE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "EVENTIDE_JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+
+    /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades
+    /// (`*` allows any).
+    #[arg(
+        long,
+        env = "EVENTIDE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ALLOWED_ORIGINS
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// When set, the node joins a cluster through this Redis.
+    #[arg(long, env = "EVENTIDE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Limits that protect the hub from its clients.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits that keep one client from hurting the others. All are configurable through
+/// `EVENTIDE_MAX_…` variables and listed in the README.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Largest client WebSocket message, continuation frames included (larger: close 1009).
+    #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Rooms one connection may be in at once (beyond: `too_many_rooms`).
+    #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
+
+    /// Sustained client frames per second per connection (beyond: `rate_limited`).
+    #[arg(long, env = "EVENTIDE_MAX_FRAMES_PER_SEC", default_value_t = 50)]
+    pub max_frames_per_sec: u32,
+
+    /// Burst of client frames allowed above the sustained rate.
+    #[arg(long, env = "EVENTIDE_MAX_FRAME_BURST", default_value_t = 100)]
+    pub max_frame_burst: u32,
+
+    /// Refused frames within 10 s after which a flooding client is closed with 1008.
+    #[arg(long, env = "EVENTIDE_MAX_RATE_LIMITED_FRAMES", default_value_t = 100)]
+    pub max_rate_limited_frames: u32,
+
+    /// Unsent outgoing bytes per connection before it is closed as a slow consumer.
+    #[arg(long, env = "EVENTIDE_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Open WebSocket connections one token subject (`sub`) may hold on a node.
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS_PER_SUB", default_value_t = 100)]
+    pub max_connections_per_sub: usize,
+
+    /// Largest REST request body (larger: 413).
+    #[arg(long, env = "EVENTIDE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Changes kept per provider for `joinRoom` recovery (at least 1,000).
+    #[arg(long, env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER", default_value_t = 1000)]
+    pub max_history_per_provider: i64,
+
+    /// Seconds between server pings.
+    #[arg(long, env = "EVENTIDE_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+
+    /// Seconds of client silence after which the server closes the socket.
+    #[arg(long, env = "EVENTIDE_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub client_timeout_secs: u64,
+
+    /// Open connections a node accepts in all (sockets and HTTP).
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_rooms_per_connection: 100,
+            max_frames_per_sec: 50,
+            max_frame_burst: 100,
+            max_rate_limited_frames: 100,
+            max_pending_bytes: 1024 * 1024,
+            max_connections_per_sub: 100,
+            max_body_bytes: 64 * 1024,
+            max_history_per_provider: 1000,
+            heartbeat_secs: 10,
+            client_timeout_secs: 30,
+            max_connections: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Interval between server pings.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    /// Silence after which a client is considered gone.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_secs.max(1))
+    }
+}
+
+impl Settings {
+    /// Settings with every default and the given database, without reading the
+    /// environment: what tests start from.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Settings {
+            addr: DEFAULT_ADDR.parse().expect("default address parses"),
+            database_url: database_url.into(),
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 5,
+            allowed_origins: DEFAULT_ALLOWED_ORIGINS
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            redis_url: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Checks what clap cannot: values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.limits.max_history_per_provider < 1000 {
+            return Err(format!(
+                "EVENTIDE_MAX_HISTORY_PER_PROVIDER: must be at least 1000, got {}",
+                self.limits.max_history_per_provider
+            ));
+        }
+        if self.limits.max_frames_per_sec == 0 || self.limits.max_frame_burst == 0 {
+            return Err(
+                "EVENTIDE_MAX_FRAMES_PER_SEC and EVENTIDE_MAX_FRAME_BURST: must be at least 1"
+                    .into(),
+            );
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(format!(
+                "EVENTIDE_MAX_MESSAGE_BYTES: must be at least 1024, got {}",
+                self.limits.max_message_bytes
+            ));
+        }
+        if self.limits.max_pending_bytes < self.limits.max_message_bytes {
+            return Err(format!(
+                "EVENTIDE_MAX_PENDING_BYTES: must be at least EVENTIDE_MAX_MESSAGE_BYTES ({}), got {}",
+                self.limits.max_message_bytes, self.limits.max_pending_bytes
+            ));
+        }
+        if self.jwt_secret.as_deref() == Some("") {
+            return Err("EVENTIDE_JWT_SECRET: must not be empty".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! One connection type over both backends, and the r2d2 manager that opens it.
+//!
+//! diesel's own `ConnectionManager<AnyConnection>` tries each backend in turn and
+//! swallows their errors (a mistyped PostgreSQL URL would even create a SQLite file
+//! named after it), so the manager here picks the backend from the URL scheme.
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::ManageConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::DatabaseTarget;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend; queries are written once against it.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    /// PostgreSQL, for clusters of hubs.
+    Postgresql(PgConnection),
+    /// Embedded SQLite, the default.
+    Sqlite(SqliteConnection),
+}
+
+impl AnyConnection {
+    /// Applies the pending migrations of this connection's backend.
+    pub fn run_migrations(&mut self) -> Result<(), String> {
+        let applied = match self {
+            AnyConnection::Postgresql(conn) => conn
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
+            AnyConnection::Sqlite(conn) => conn
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.len()),
+        }
+        .map_err(|e| e.to_string())?;
+        if applied > 0 {
+            log::info!("applied {applied} database migration(s)");
+        }
+        Ok(())
+    }
+}
+
+/// Opens connections for the pool, to the backend the URL names.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    target: DatabaseTarget,
+}
+
+impl Manager {
+    /// A manager for the given database.
+    pub fn new(target: DatabaseTarget) -> Self {
+        Manager { target }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        match &self.target {
+            DatabaseTarget::Postgres(url) => PgConnection::establish(url)
+                .map(AnyConnection::Postgresql)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            DatabaseTarget::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the one writer; busy_timeout makes a second
+                // writer wait for the lock instead of failing at once.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}

@@ -1,0 +1,106 @@
+//! The database: which backend a `DATABASE_URL` names, the r2d2 pool of diesel
+//! connections, and the embedded migrations applied at start.
+//!
+//! Every query in the hub is written once against [`AnyConnection`], diesel's
+//! `MultiConnection` over SQLite and PostgreSQL. All of it is blocking: callers run
+//! it on the blocking pool (`web::block`), never on an actor or async thread.
+
+mod connection;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use connection::{AnyConnection, Manager};
+
+/// A pool of database connections.
+pub type DbPool = diesel::r2d2::Pool<Manager>;
+
+/// A connection checked out of the pool.
+pub type PooledConnection = diesel::r2d2::PooledConnection<Manager>;
+
+/// The database a `DATABASE_URL` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, by its `postgres://` URL.
+    Postgres(String),
+}
+
+/// What went wrong opening the database.
+#[derive(Debug)]
+pub enum DbError {
+    /// The URL names no backend the hub speaks.
+    UnsupportedUrl(String),
+    /// The pool could not open its first connection.
+    Pool(diesel::r2d2::PoolError),
+    /// A migration failed.
+    Migration(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::UnsupportedUrl(url) => write!(
+                f,
+                "DATABASE_URL: expected sqlite://PATH or postgres://…, got \"{url}\""
+            ),
+            DbError::Pool(e) => write!(f, "cannot connect to the database: {e}"),
+            DbError::Migration(e) => write!(f, "database migration failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl DatabaseTarget {
+    /// Reads a `DATABASE_URL`: `sqlite://PATH`, `sqlite:PATH`, or `postgres(ql)://…`.
+    pub fn parse(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseTarget::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
+        if path.is_empty() {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        }
+        Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The SQLite file, for an embedded database.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DatabaseTarget::Sqlite(path) => Some(path),
+            DatabaseTarget::Postgres(_) => None,
+        }
+    }
+}
+
+/// Opens the pool and applies pending migrations. Blocking: call it from the blocking
+/// pool or before the server starts.
+pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
+    let size = match target {
+        // SQLite serializes writers anyway; a few connections serve concurrent readers.
+        DatabaseTarget::Sqlite(_) => 8,
+        DatabaseTarget::Postgres(_) => 16,
+    };
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .build(Manager::new(target.clone()))
+        .map_err(DbError::Pool)?;
+    let mut conn = pool.get().map_err(DbError::Pool)?;
+    conn.run_migrations().map_err(DbError::Migration)?;
+    Ok(pool)
+}
+
+/// Checks that the database answers a trivial query.
+pub fn ping(pool: &DbPool) -> Result<(), String> {
+    use diesel::connection::SimpleConnection;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
+}

@@ -1,0 +1,39 @@
+//! Diesel table definitions, shared by the SQLite and PostgreSQL backends.
+//!
+//! Written to match both `migrations/sqlite` and `migrations/postgres`: only types in
+//! the subset that diesel's `MultiConnection` supports (integers, text, timestamps).
+
+diesel::table! {
+    /// Each provider's availability stream position.
+    providers (id) {
+        id -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Availability slots; a slot is the half-open interval [starts_at, ends_at) in UTC.
+    slots (id) {
+        id -> BigInt,
+        provider_id -> BigInt,
+        starts_at -> Timestamp,
+        ends_at -> Timestamp,
+        status -> Text,
+        note -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The last changes of each provider, as the exact frames that were sent.
+    availability_changes (provider_id, version) {
+        provider_id -> BigInt,
+        version -> BigInt,
+        action -> Text,
+        frame -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(providers, slots, availability_changes);

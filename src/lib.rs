@@ -1,0 +1,21 @@
+//! Eventide hub: a realtime hub that pushes live availability updates to browsers over
+//! raw WebSockets.
+//!
+//! One event's way through the hub: a REST handler ([`availability::routes`]) commits
+//! a slot change, its provider's new version and a change-log row in one transaction
+//! ([`availability::AvailabilityStore`]); the frame, serialized once, goes to the
+//! [`rooms::RoomRegistry`] actor through the [`rooms::Hub`] handle; the registry hands
+//! the same bytes to the [`ws::WsSession`] actor of every socket in the room, which
+//! writes them through its bounded outbox.
+
+pub mod auth;
+pub mod availability;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod page;
+pub mod rooms;
+pub mod startup;
+pub mod ws;

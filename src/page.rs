@@ -1,0 +1,23 @@
+//! The browser page and the JavaScript client, embedded in the binary so the hub
+//! needs no separate build step and no CDN.
+
+use actix_web::{http::header, HttpResponse};
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const CLIENT_JS: &str = include_str!("../static/eventide.js");
+
+/// `GET /`: the availability page.
+pub async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(INDEX_HTML)
+}
+
+/// `GET /eventide.js`: the reconnecting client module.
+pub async fn client_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(CLIENT_JS)
+}

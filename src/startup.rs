@@ -1,0 +1,282 @@
+//! Building and running the hub: one [`Application::build`] used by `main` and by
+//! the tests (which bind port 0), and the graceful shutdown.
+
+use std::any::Any;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::{
+    dev::{Extensions, Server, ServerHandle},
+    http::header,
+    web, App, HttpResponse, HttpServer,
+};
+
+use crate::auth::TokenVerifier;
+use crate::availability::{self, AvailabilityStore};
+use crate::config::Settings;
+use crate::db::{self, DatabaseTarget, DbPool};
+use crate::error::{self, ApiError};
+use crate::rooms::{self, CloseAll, Hub};
+use crate::ws::{self, Origins, WsContext};
+use crate::{health, page};
+
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// How long sockets get to receive their close frame at shutdown.
+const SOCKET_DRAIN: Duration = Duration::from_secs(3);
+
+/// A hub that is bound and ready to run.
+pub struct Application {
+    server: Server,
+    port: u16,
+    hub: Hub,
+    pool: DbPool,
+}
+
+/// Why the hub could not start.
+#[derive(Debug)]
+pub struct StartupError(pub String);
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl Application {
+    /// Validates the settings, opens and migrates the database, starts the registry and
+    /// binds the listener. Nothing is served until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError)?;
+        let target = DatabaseTarget::parse(&settings.database_url)
+            .map_err(|e| StartupError(e.to_string()))?;
+        let verifier = web::Data::new(
+            TokenVerifier::from_settings(&settings, &target).map_err(StartupError)?,
+        );
+        let pool = {
+            let target = target.clone();
+            web::block(move || db::connect_and_migrate(&target))
+                .await
+                .map_err(|e| StartupError(e.to_string()))?
+                .map_err(|e| StartupError(e.to_string()))?
+        };
+
+        let hub = Hub::start();
+        let limits = settings.limits.clone();
+        let store = AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider);
+        let origins = Origins::new(&settings.allowed_origins);
+        let ws_context = Arc::new(WsContext::new(
+            hub.clone(),
+            store.clone(),
+            verifier.clone(),
+            limits.clone(),
+            origins.clone(),
+        ));
+
+        let listener = TcpListener::bind(settings.addr)
+            .map_err(|e| StartupError(format!("EVENTIDE_ADDR: cannot listen on {}: {e}", settings.addr)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError(e.to_string()))?;
+
+        let state = AppState {
+            hub: web::Data::new(hub.clone()),
+            store: web::Data::new(store),
+            verifier,
+            pool: web::Data::new(pool.clone()),
+            ws: web::Data::new(ws_context),
+            max_body_bytes: limits.max_body_bytes,
+        };
+        let server = HttpServer::new(move || {
+            let origins = origins.clone();
+            let cors = Cors::default()
+                .allowed_origin_fn(move |origin, _| origins.allows(origin.as_bytes()))
+                .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+                .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([header::LOCATION])
+                .block_on_origin_mismatch(false)
+                .max_age(3600);
+            App::new()
+                .wrap(cors)
+                .configure(|cfg| state.configure(cfg))
+        })
+        .listen(listener)
+        .map_err(|e| StartupError(e.to_string()))?
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .max_connections(limits.max_connections)
+        .backlog(4096)
+        .on_connect(tune_socket)
+        .run();
+
+        log::info!("listening on http://{}:{}", local.ip(), local.port());
+        Ok(Application {
+            server,
+            port: local.port(),
+            hub,
+            pool,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The hub handle, for tests and embedding.
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
+
+    /// The database pool, for tests.
+    pub fn pool(&self) -> DbPool {
+        self.pool.clone()
+    }
+
+    /// A handle that shuts this hub down gracefully.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown {
+            server: self.server.handle(),
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = self.shutdown_handle();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            log::info!("shutdown signal received");
+            shutdown.run().await;
+        });
+        self.server.await
+    }
+}
+
+/// Stops a running hub: stop accepting, close every socket with 1001, let in-flight
+/// requests finish, stop.
+#[derive(Clone)]
+pub struct Shutdown {
+    server: ServerHandle,
+    hub: Hub,
+}
+
+impl Shutdown {
+    /// Runs the shutdown; returns when the server has stopped.
+    pub async fn run(self) {
+        self.server.pause().await;
+        let sockets = self.hub.registry().send(CloseAll).await.unwrap_or(0);
+        log::info!("closing {sockets} socket(s) with 1001");
+        let deadline = tokio::time::Instant::now() + SOCKET_DRAIN;
+        while tokio::time::Instant::now() < deadline {
+            match self.hub.stats().await {
+                Ok(stats) if stats.sessions > 0 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                _ => break,
+            }
+        }
+        // Let the writers flush the close frames they were just handed.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.server.stop(true).await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = actix_web::rt::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_web::rt::signal::ctrl_c().await;
+    }
+}
+
+/// Per-connection socket options: no Nagle delay for small frames, and a kernel
+/// timeout that releases connections whose peer stopped acknowledging data (a frozen
+/// client otherwise holds its socket and buffers forever).
+fn tune_socket(conn: &dyn Any, _: &mut Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let socket = socket2::SockRef::from(tcp);
+        let _ = socket.set_tcp_nodelay(true);
+        let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket.set_tcp_keepalive(&keepalive);
+    }
+}
+
+/// Everything the handlers share, cloned into each worker.
+#[derive(Clone)]
+struct AppState {
+    hub: web::Data<Hub>,
+    store: web::Data<AvailabilityStore>,
+    verifier: web::Data<TokenVerifier>,
+    pool: web::Data<DbPool>,
+    ws: web::Data<Arc<WsContext>>,
+    max_body_bytes: usize,
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// A resource that answers unknown methods with a JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+impl AppState {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.hub.clone())
+            .app_data(self.store.clone())
+            .app_data(self.verifier.clone())
+            .app_data(self.pool.clone())
+            .app_data(self.ws.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(self.max_body_bytes)
+                    .content_type_required(false)
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .service(resource("/").get(page::index))
+            .service(resource("/eventide.js").get(page::client_js))
+            .service(resource("/ws").get(ws::websocket))
+            .service(resource("/healthz").get(health::healthz))
+            .service(resource("/readyz").get(health::readyz))
+            .service(
+                web::scope("/api")
+                    .service(
+                        resource("/providers/{providerId}/availability")
+                            .get(availability::routes::list)
+                            .post(availability::routes::create),
+                    )
+                    .service(
+                        resource("/availability/{id}")
+                            .get(availability::routes::get)
+                            .patch(availability::routes::update)
+                            .delete(availability::routes::delete),
+                    )
+                    .service(resource("/rooms/{room}/events").post(rooms::routes::emit_to_room))
+                    .service(resource("/broadcast").post(rooms::routes::broadcast)),
+            )
+            .default_service(web::to(not_found));
+    }
+}

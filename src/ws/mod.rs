@@ -1,0 +1,19 @@
+//! The WebSocket endpoint: the handshake (origin, token, per-subject limit), the
+//! session actor that owns one socket, and the frames they speak.
+
+mod connections;
+mod origins;
+mod outbox;
+pub mod protocol;
+mod rate_limit;
+mod route;
+mod session;
+
+pub use connections::{ConnectionCounter, ConnectionSlot};
+pub use origins::Origins;
+pub use rate_limit::{RateLimiter, Verdict};
+pub use route::{websocket, WsContext};
+pub use session::WsSession;
+
+/// Close code sent when a token expires without `refreshToken`.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;

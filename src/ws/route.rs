@@ -1,0 +1,149 @@
+//! `GET /ws`: the handshake. Checks the `Origin`, authenticates the token (header,
+//! `Sec-WebSocket-Protocol` or `access_token`), enforces the per-subject connection
+//! limit, and only then upgrades and starts a [`WsSession`].
+//!
+//! The token is never logged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{ConnectionCounter, Origins, WsSession};
+use crate::auth::{bearer_token, AuthError, TokenVerifier};
+use crate::availability::AvailabilityStore;
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::rooms::Hub;
+
+/// The subprotocol a browser offers beside `bearer.<jwt>`, and the one the hub selects.
+pub const SUBPROTOCOL: &str = "eventide";
+
+/// What every session of this node shares.
+pub struct WsContext {
+    /// The room registry.
+    pub hub: Hub,
+    /// For the version and replay of joined rooms.
+    pub store: AvailabilityStore,
+    /// For the handshake and `refreshToken`.
+    pub verifier: web::Data<TokenVerifier>,
+    /// The protocol limits.
+    pub limits: Limits,
+    /// Browser origins allowed to connect.
+    pub origins: Origins,
+    /// Open sockets per token subject.
+    pub connections: ConnectionCounter,
+    next_id: AtomicU64,
+}
+
+impl WsContext {
+    /// The shared context of this node's sessions.
+    pub fn new(
+        hub: Hub,
+        store: AvailabilityStore,
+        verifier: web::Data<TokenVerifier>,
+        limits: Limits,
+        origins: Origins,
+    ) -> Self {
+        WsContext {
+            hub,
+            store,
+            verifier,
+            limits,
+            origins,
+            connections: ConnectionCounter::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// A token offered as the subprotocol `bearer.<jwt>`, for browsers that should not put
+/// it in the URL: `new WebSocket(url, ["eventide", "bearer." + jwt])`.
+fn subprotocol_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_owned))
+}
+
+fn query_token(req: &HttpRequest) -> Option<String> {
+    web::Query::<TokenQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().access_token)
+        .filter(|t| !t.is_empty())
+}
+
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `GET /ws`
+pub async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    context: web::Data<Arc<WsContext>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        if !context.origins.allows(origin.as_bytes()) {
+            log::info!(
+                "handshake from {} refused: origin {:?} is not allowed",
+                peer(&req),
+                origin
+            );
+            return Err(ApiError::Forbidden(
+                "this origin is not allowed (EVENTIDE_ALLOWED_ORIGINS)".into(),
+            ));
+        }
+    }
+    let token = bearer_token(&req)
+        .map(str::to_owned)
+        .or_else(|| subprotocol_token(&req))
+        .or_else(|| query_token(&req));
+    let claims = match token {
+        None => Err(AuthError::Missing),
+        Some(token) => context.verifier.verify(&token),
+    }
+    .map_err(|e| {
+        log::info!("handshake from {} refused: {e}", peer(&req));
+        ApiError::from(e)
+    })?;
+    let max = context.limits.max_connections_per_sub;
+    let slot = context
+        .connections
+        .try_acquire(&claims.sub, max)
+        .ok_or_else(|| {
+            log::info!(
+                "handshake from {} refused: sub {:?} already holds {max} sockets",
+                peer(&req),
+                claims.sub
+            );
+            ApiError::TooManyRequests(format!(
+                "this subject already holds {max} open sockets on this node (EVENTIDE_MAX_CONNECTIONS_PER_SUB)"
+            ))
+        })?;
+
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let max_message = context.limits.max_message_bytes;
+    let stream = stream
+        .max_frame_size(max_message)
+        .aggregate_continuations()
+        .max_continuation_size(max_message);
+    let id = context.next_id.fetch_add(1, Ordering::Relaxed);
+    let context: Arc<WsContext> = context.get_ref().clone();
+    WsSession::create(move |ctx| {
+        ctx.add_stream(stream);
+        WsSession::new(id, claims, context, session, slot)
+    });
+    Ok(response)
+}

@@ -1,0 +1,195 @@
+//! The hub as a process: restarts keep data, SIGTERM closes every socket with 1001
+//! and exits 0, and a client that never reads cannot grow the hub's memory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_restart_keeps_slots_and_versions() {
+    let app = spawn_app().await;
+    app.create_slot(12, 0).await;
+    app.create_slot(12, 60).await;
+    let settings = app.settings.clone();
+    app.shutdown.clone().run().await;
+    let dir = app.dir;
+
+    let again = spawn_with_settings(settings, dir).await;
+    let (status, list) = again.get("/api/providers/12/availability", &admin()).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["version"], 2);
+    assert_eq!(list["slots"].as_array().unwrap().len(), 2);
+    let mut socket = again.ws(&provider(12)).await;
+    let joined = socket.join("provider-12", Some(0)).await;
+    assert_eq!(joined["data"]["recovered"], true);
+    assert_eq!(socket.recv().await["data"]["version"], 1);
+    assert_eq!(socket.recv().await["data"]["version"], 2);
+}
+
+/// A hub process on a free port, with its own SQLite file.
+pub struct HubProcess {
+    pub child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl HubProcess {
+    pub fn start(extra_env: &[(&str, &str)]) -> HubProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eventide-hub"))
+            .env("EVENTIDE_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", format!("sqlite://{}/hub.db", dir.path().display()))
+            .env("EVENTIDE_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hub binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = loop {
+            let line = lines.next().expect("the hub logs before exiting").unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.rsplit(':').next().unwrap().trim().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the hub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HubProcess { child, port, _dir: dir }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn process_ws(port: u16, token: &str) -> WsClient {
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://127.0.0.1:{port}/ws"))
+        .bearer_auth(token)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .expect("handshake");
+    WsClient { framed }
+}
+
+#[actix_web::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
+    let mut hub = HubProcess::start(&[]);
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let mut socket = process_ws(hub.port, &admin()).await;
+        socket.join("lobby", None).await;
+        sockets.push(socket);
+    }
+    let started = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &hub.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    for socket in &mut sockets {
+        assert_eq!(socket.ending(Duration::from_secs(10)).await, Ending::Close(1001));
+    }
+    let status = loop {
+        if let Some(status) = hub.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Opens a WebSocket by hand on a blocking socket that will then never be read.
+fn stalled_socket(port: u16, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A small receive buffer so the kernel does not absorb the flood for us.
+    socket2::SockRef::from(&stream).set_recv_buffer_size(4096).unwrap();
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let join = br#"{"event":"joinRoom","data":{"room":"firehose"}}"#;
+    // A masked client text frame (mask of zeros keeps the payload as is).
+    let mut frame = vec![0x81, 0x80 | join.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(join);
+    stream.write_all(&frame).unwrap();
+    stream
+}
+
+#[actix_web::test]
+async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
+    let hub = HubProcess::start(&[]);
+    let mut reader = process_ws(hub.port, &service()).await;
+    reader.join("firehose", None).await;
+    let stalled = stalled_socket(hub.port, &service());
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let baseline = hub.rss_kib();
+
+    // 20 MB published to the room, 60 KB per event.
+    let payload = "z".repeat(60_000);
+    let http = awc::Client::new();
+    let events = 340;
+    let mut received = 0;
+    for i in 0..events {
+        let response = http
+            .post(format!("http://127.0.0.1:{}/api/rooms/firehose/events", hub.port))
+            .bearer_auth(service())
+            .send_json(&json!({"event": "chunk", "data": {"i": i, "blob": payload}}))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        // The normal subscriber keeps up and gets every event, in order.
+        let frame = reader.recv_event("chunk").await;
+        assert_eq!(frame["data"]["i"], i);
+        received += 1;
+    }
+    assert_eq!(received, events);
+    let grown = hub.rss_kib().saturating_sub(baseline);
+    assert!(
+        grown < 8 * 1024,
+        "the hub grew by {grown} KiB while 20 MB went to a client that never reads"
+    );
+
+    // The stalled connection was closed: reading it now reaches the end of the stream,
+    // through at most the few frames that were in flight and a 1013 close frame.
+    let mut stalled = stalled;
+    stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tail = Vec::new();
+    match stalled.read_to_end(&mut tail) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the stalled socket was not released: {e} after {} bytes", tail.len()),
+    }
+    assert!(
+        tail.windows(4).any(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 1013),
+        "no 1013 close frame in the {} bytes left on the stalled socket",
+        tail.len()
+    );
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real hub on a loopback port, real SQLite, real HTTP and
+//! WebSocket clients. One test binary, so one build serves every test.
+
+mod auth;
+mod helpers;
+mod lifecycle;
+mod limits;
+mod recovery;
+mod registry;
+mod rest;
+mod websocket;
