@@ -12,7 +12,12 @@ use crate::startup::Application;
 
 /// Eventide hub: pushes live availability updates to browsers over WebSockets.
 #[derive(Debug, Parser)]
-#[command(name = "eventide-hub", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "eventide-hub",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -69,7 +74,11 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("invalid ttl {s:?}: use e.g. 90, 90s, 15m, 1h or 7d")),
+        _ => {
+            return Err(format!(
+                "invalid ttl {s:?}: use e.g. 90, 90s, 15m, 1h or 7d"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -95,7 +104,9 @@ pub fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> Result<(), String> {
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+        let app = Application::build(settings)
+            .await
+            .map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
 }
@@ -127,7 +138,11 @@ fn token(args: TokenArgs) -> Result<(), String> {
         rooms: args.rooms,
         exp: (now + args.ttl).as_secs(),
         iss: args.settings.jwt_issuer.clone(),
-        aud: args.settings.jwt_audience.clone().map(serde_json::Value::from),
+        aud: args
+            .settings
+            .jwt_audience
+            .clone()
+            .map(serde_json::Value::from),
     };
     println!("{}", verifier.mint(&claims)?);
     Ok(())

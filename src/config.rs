@@ -105,7 +105,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
 
     /// Changes kept per provider for `joinRoom` recovery (at least 1,000).
-    #[arg(long, env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER",
+        default_value_t = 1000
+    )]
     pub max_history_per_provider: i64,
 
     /// Seconds between server pings.

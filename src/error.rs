@@ -126,7 +126,8 @@ impl From<actix_web::error::BlockingError> for ApiError {
 /// the wrong shape → 422.
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let api = match &err {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
             ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"))
         }
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("body is not JSON: {e}")),

@@ -27,7 +27,8 @@ pub async fn readyz(pool: web::Data<DbPool>) -> HttpResponse {
     };
     match database {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "database": "ok"})),
-        Err(why) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "not ready", "database": why})),
+        Err(why) => {
+            HttpResponse::ServiceUnavailable().json(json!({"status": "not ready", "database": why}))
+        }
     }
 }

@@ -54,9 +54,8 @@ impl Application {
         settings.validate().map_err(StartupError)?;
         let target = DatabaseTarget::parse(&settings.database_url)
             .map_err(|e| StartupError(e.to_string()))?;
-        let verifier = web::Data::new(
-            TokenVerifier::from_settings(&settings, &target).map_err(StartupError)?,
-        );
+        let verifier =
+            web::Data::new(TokenVerifier::from_settings(&settings, &target).map_err(StartupError)?);
         let pool = {
             let target = target.clone();
             web::block(move || db::connect_and_migrate(&target))
@@ -67,7 +66,8 @@ impl Application {
 
         let hub = Hub::start();
         let limits = settings.limits.clone();
-        let store = AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider);
+        let store =
+            AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider);
         let origins = Origins::new(&settings.allowed_origins);
         let ws_context = Arc::new(WsContext::new(
             hub.clone(),
@@ -77,8 +77,12 @@ impl Application {
             origins.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.addr)
-            .map_err(|e| StartupError(format!("EVENTIDE_ADDR: cannot listen on {}: {e}", settings.addr)))?;
+        let listener = TcpListener::bind(settings.addr).map_err(|e| {
+            StartupError(format!(
+                "EVENTIDE_ADDR: cannot listen on {}: {e}",
+                settings.addr
+            ))
+        })?;
         let local = listener
             .local_addr()
             .map_err(|e| StartupError(e.to_string()))?;
@@ -100,9 +104,7 @@ impl Application {
                 .expose_headers([header::LOCATION])
                 .block_on_origin_mismatch(false)
                 .max_age(3600);
-            App::new()
-                .wrap(cors)
-                .configure(|cfg| state.configure(cfg))
+            App::new().wrap(cors).configure(|cfg| state.configure(cfg))
         })
         .listen(listener)
         .map_err(|e| StartupError(e.to_string()))?

@@ -41,7 +41,11 @@ pub struct Claims {
     /// What the holder is.
     pub role: Role,
     /// The provider this user is (required for `provider`).
-    #[serde(rename = "providerId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "providerId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub provider_id: Option<i64>,
     /// Extra room patterns this token may join: exact names or prefixes ending in `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

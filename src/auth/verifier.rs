@@ -57,9 +57,11 @@ impl TokenVerifier {
             (Some(secret), _) => secret.clone(),
             (None, Some(db_path)) => load_or_generate_secret(&secret_file_for(db_path))?,
             (None, None) => {
-                return Err("EVENTIDE_JWT_SECRET: must be set when DATABASE_URL is PostgreSQL, \
+                return Err(
+                    "EVENTIDE_JWT_SECRET: must be set when DATABASE_URL is PostgreSQL, \
                      so that every node verifies tokens with the same secret"
-                    .into())
+                        .into(),
+                )
             }
         };
         Ok(Self::hs256(secret.as_bytes(), settings))
@@ -109,7 +111,14 @@ impl TokenVerifier {
         validation.leeway = settings.jwt_leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if settings.jwt_issuer.is_some() {
+            required.push("iss");
+        }
+        if settings.jwt_audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &settings.jwt_issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

@@ -48,7 +48,9 @@ pub async fn list(
     let provider_id = positive(provider_id.into_inner(), "providerId")?;
     if let (Some(from), Some(to)) = (window.from, window.to) {
         if to < from {
-            return Err(ApiError::BadRequest("`to` must not be before `from`".into()));
+            return Err(ApiError::BadRequest(
+                "`to` must not be before `from`".into(),
+            ));
         }
     }
     let availability = store.list(provider_id, window.from, window.to).await?;
@@ -91,9 +93,7 @@ pub async fn update(
     // A slot never changes provider, so authorizing on this read stays valid.
     let current = store.get(id).await?;
     may_manage(&caller, current.provider_id)?;
-    let slot = store
-        .update(current.provider_id, id, body.0)
-        .await?;
+    let slot = store.update(current.provider_id, id, body.0).await?;
     Ok(HttpResponse::Ok().json(slot))
 }
 

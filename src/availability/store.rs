@@ -329,7 +329,10 @@ impl AvailabilityStore {
             if let Some(existing) = find_overlap(conn, provider_id, starts_at, ends_at, Some(id))? {
                 return Err(StoreError::Overlap { existing });
             }
-            let status = patch.status.map(|s| s.as_str().to_owned()).unwrap_or(row.status);
+            let status = patch
+                .status
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or(row.status);
             Ok(diesel::update(slots::table.find(id))
                 .set((
                     slots::starts_at.eq(starts_at),
@@ -356,7 +359,12 @@ impl AvailabilityStore {
 
     /// One change: version bump, the slot write `write`, the change-log row, then the
     /// event to the hub, all under the provider's lock.
-    async fn change<F>(&self, provider_id: i64, action: Action, write: F) -> Result<Slot, StoreError>
+    async fn change<F>(
+        &self,
+        provider_id: i64,
+        action: Action,
+        write: F,
+    ) -> Result<Slot, StoreError>
     where
         F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError> + Send + 'static,
     {
@@ -392,7 +400,8 @@ impl AvailabilityStore {
                     // Two nodes creating a provider's first version at once: one
                     // insert loses; run again and it takes the next version.
                     Err(StoreError::Database(DieselError::DatabaseError(
-                        DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
+                        DatabaseErrorKind::UniqueViolation
+                        | DatabaseErrorKind::SerializationFailure,
                         _,
                     ))) if attempt < 3 => continue,
                     other => break other?,

@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn provider_rooms_have_canonical_ids() {
-        assert_eq!(RoomName::parse("provider-42").unwrap().provider_id(), Some(42));
+        assert_eq!(
+            RoomName::parse("provider-42").unwrap().provider_id(),
+            Some(42)
+        );
         assert_eq!(RoomName::parse("provider-042").unwrap().provider_id(), None);
         assert_eq!(RoomName::parse("provider-x").unwrap().provider_id(), None);
         assert_eq!(RoomName::parse("lobby").unwrap().provider_id(), None);

@@ -233,7 +233,8 @@ impl Handler<Publish> for RoomRegistry {
                 if let Some(members) = self.rooms.get(room) {
                     for id in members {
                         if let Some(member) = self.sessions.get(id) {
-                            delivered += Self::hand_to(*id, member, &deliver, &mut dropped) as usize;
+                            delivered +=
+                                Self::hand_to(*id, member, &deliver, &mut dropped) as usize;
                         }
                     }
                 }

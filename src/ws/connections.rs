@@ -41,7 +41,11 @@ impl ConnectionCounter {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut counts = self.counter.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .counter
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(&self.sub) {
             *count -= 1;
             if *count == 0 {

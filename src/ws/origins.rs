@@ -30,7 +30,10 @@ impl Origins {
             return true;
         }
         std::str::from_utf8(origin)
-            .map(|o| self.allowed.contains(&o.trim_end_matches('/').to_ascii_lowercase()))
+            .map(|o| {
+                self.allowed
+                    .contains(&o.trim_end_matches('/').to_ascii_lowercase())
+            })
             .unwrap_or(false)
     }
 }

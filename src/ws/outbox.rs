@@ -18,8 +18,10 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How long a closing writer may take to flush before it is cut off.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing writer may take to flush before it is cut off. What it holds
+/// meanwhile is bounded: actix-ws's channel of 32 frames whose bytes are shared with
+/// every other recipient.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 enum Outgoing {
     Text(ByteString),

@@ -135,9 +135,11 @@ fn parse_request(object: &mut Map<String, Value>) -> Result<ClientRequest, Frame
         "refreshToken" => {
             let data = data_object(&event, data)?;
             match data.get("token") {
-                Some(Value::String(token)) if !token.is_empty() => Ok(ClientRequest::RefreshToken {
-                    token: token.clone(),
-                }),
+                Some(Value::String(token)) if !token.is_empty() => {
+                    Ok(ClientRequest::RefreshToken {
+                        token: token.clone(),
+                    })
+                }
                 _ => Err(FrameError::bad_request(
                     "refreshToken needs `data.token`, a non-empty string",
                 )),
@@ -238,7 +240,8 @@ mod tests {
 
     #[test]
     fn parses_join_with_since_and_ref() {
-        let frame = parse(r#"{"event":"joinRoom","data":{"room":"provider-1","since":3},"ref":"a"}"#);
+        let frame =
+            parse(r#"{"event":"joinRoom","data":{"room":"provider-1","since":3},"ref":"a"}"#);
         assert_eq!(frame.reference, Some(Value::from("a")));
         assert_eq!(
             frame.request.unwrap(),
@@ -256,12 +259,18 @@ mod tests {
         assert_eq!(code(r#"{"data":{}}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"event":"dance"}"#), ErrorCode::UnknownEvent);
         assert_eq!(code(r#"{"event":"joinRoom"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"event":"joinRoom","data":{"room":"a b"}}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"event":"joinRoom","data":{"room":"a b"}}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(
             code(r#"{"event":"joinRoom","data":{"room":"a","since":-1}}"#),
             ErrorCode::BadRequest
         );
-        assert_eq!(code(r#"{"event":"refreshToken","data":{}}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"event":"refreshToken","data":{}}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

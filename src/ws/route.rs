@@ -132,8 +132,9 @@ pub async fn websocket(
             ))
         })?;
 
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, session, stream) =
+        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
+            .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     let max_message = context.limits.max_message_bytes;
     let stream = stream
         .max_frame_size(max_message)

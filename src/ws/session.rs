@@ -103,13 +103,22 @@ impl WsSession {
         }
     }
 
-    fn send_error(&mut self, reference: Option<&Value>, error: &FrameError, ctx: &mut Context<Self>) {
+    fn send_error(
+        &mut self,
+        reference: Option<&Value>,
+        error: &FrameError,
+        ctx: &mut Context<Self>,
+    ) {
         let frame = protocol::error_frame(reference, error.code, &error.message);
         self.send(frame, ctx);
     }
 
     fn close(&mut self, code: CloseCode, why: &str, ctx: &mut Context<Self>) {
-        log::info!("session {} ({}) closed by the hub: {why}", self.id, self.claims.sub);
+        log::info!(
+            "session {} ({}) closed by the hub: {why}",
+            self.id,
+            self.claims.sub
+        );
         self.outbox.close(Some(CloseReason {
             code,
             description: Some(why.to_owned()),
@@ -212,11 +221,22 @@ impl WsSession {
         let store = self.context.store.clone();
         let (id, target) = (self.id, room.clone());
         let lookup = async move {
-            if !registry.send(Join { id, room: target.clone() }).await.unwrap_or(false) {
+            if !registry
+                .send(Join {
+                    id,
+                    room: target.clone(),
+                })
+                .await
+                .unwrap_or(false)
+            {
                 return Err("the hub is shutting down".to_owned());
             }
             let Some(provider_id) = target.provider_id() else {
-                return Ok(JoinResult { version: None, recovered: None, frames: Vec::new() });
+                return Ok(JoinResult {
+                    version: None,
+                    recovered: None,
+                    frames: Vec::new(),
+                });
             };
             match replay_from {
                 Some(since) => store.replay(provider_id, since).await.map(|r| JoinResult {
@@ -250,7 +270,9 @@ impl WsSession {
     ) {
         // A later join or a leave of the same room superseded this one.
         let held = match self.rooms.get_mut(&room) {
-            Some(Membership::Joining { attempt: a, held, .. }) if *a == attempt => std::mem::take(held),
+            Some(Membership::Joining {
+                attempt: a, held, ..
+            }) if *a == attempt => std::mem::take(held),
             _ => return,
         };
         let mut joined = match result {
@@ -258,7 +280,10 @@ impl WsSession {
             Err(why) => {
                 log::warn!("session {}: join of {room} failed: {why}", self.id);
                 self.rooms.remove(&room);
-                self.context.hub.registry().do_send(Leave { id: self.id, room: room.clone() });
+                self.context.hub.registry().do_send(Leave {
+                    id: self.id,
+                    room: room.clone(),
+                });
                 let error = FrameError {
                     code: ErrorCode::Unavailable,
                     message: format!("cannot join {room} now: the database did not answer; retry"),
@@ -268,7 +293,10 @@ impl WsSession {
         };
         // A replay too large for the outbox is refused: the client re-fetches instead.
         let replay_bytes: usize = joined.frames.iter().map(|(_, f)| f.len()).sum();
-        if !self.outbox.has_room_for(replay_bytes + self.context.limits.max_message_bytes) {
+        if !self
+            .outbox
+            .has_room_for(replay_bytes + self.context.limits.max_message_bytes)
+        {
             joined.recovered = Some(false);
             joined.frames.clear();
         }
@@ -311,7 +339,11 @@ impl WsSession {
             });
             log::debug!("session {} left {room}", self.id);
         }
-        let reply = protocol::reply("leftRoom", reference.as_ref(), json!({"room": room.as_str()}));
+        let reply = protocol::reply(
+            "leftRoom",
+            reference.as_ref(),
+            json!({"room": room.as_str()}),
+        );
         self.send(reply, ctx);
     }
 
@@ -325,7 +357,10 @@ impl WsSession {
                 if claims.same_identity(&self.claims) {
                     Ok(claims)
                 } else {
-                    Err("the new token's sub, role and providerId must match the current one".into())
+                    Err(
+                        "the new token's sub, role and providerId must match the current one"
+                            .into(),
+                    )
                 }
             });
         match outcome {
@@ -363,7 +398,9 @@ impl WsSession {
                 }
                 self.send(deliver.frame, ctx);
             }
-            Some(Membership::Joining { held, held_bytes, .. }) => {
+            Some(Membership::Joining {
+                held, held_bytes, ..
+            }) => {
                 *held_bytes += deliver.frame.len();
                 let too_much = *held_bytes > self.context.limits.max_pending_bytes;
                 held.push(deliver);
@@ -398,7 +435,10 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.context.hub.registry().do_send(Disconnect { id: self.id });
+        self.context
+            .hub
+            .registry()
+            .do_send(Disconnect { id: self.id });
         log::info!("session {} disconnected: sub={}", self.id, self.claims.sub);
     }
 }
@@ -455,7 +495,8 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
         match message {
             AggregatedMessage::Text(text) => self.on_text(&text, ctx),
             AggregatedMessage::Binary(_) => {
-                let error = FrameError::bad_request("binary frames are not supported: send JSON text");
+                let error =
+                    FrameError::bad_request("binary frames are not supported: send JSON text");
                 self.send_error(None, &error, ctx);
             }
             AggregatedMessage::Ping(payload) => self.outbox.pong(payload),

@@ -21,7 +21,11 @@ mod base64_like {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
             for i in 0..=chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -76,8 +80,14 @@ fn bad_tokens() -> Vec<(&'static str, String)> {
         ("missing sub", with(json!({"sub": null}))),
         ("missing role", with(json!({"role": null}))),
         ("unknown role", with(json!({"role": "superuser"}))),
-        ("provider without providerId", with(json!({"role": "provider"}))),
-        ("provider with string providerId", with(json!({"role": "provider", "providerId": "42"}))),
+        (
+            "provider without providerId",
+            with(json!({"role": "provider"})),
+        ),
+        (
+            "provider with string providerId",
+            with(json!({"role": "provider", "providerId": "42"})),
+        ),
     ]
 }
 
@@ -88,17 +98,27 @@ async fn refused_tokens_get_401_on_rest_and_at_the_handshake() {
         let (status, body) = app.get("/api/providers/1/availability", &token).await;
         assert_eq!(status, 401, "REST accepted {case}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized");
-        let status = app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&token)).await;
+        let status = app
+            .handshake_status(app.http().ws(app.ws_url()).bearer_auth(&token))
+            .await;
         assert_eq!(status, 401, "handshake accepted {case}");
         let url = format!("{}?access_token={token}", app.ws_url());
-        assert_eq!(app.handshake_status(app.http().ws(url)).await, 401, "query token: {case}");
+        assert_eq!(
+            app.handshake_status(app.http().ws(url)).await,
+            401,
+            "query token: {case}"
+        );
     }
     // No token at all.
     assert_eq!(app.handshake_status(app.http().ws(app.ws_url())).await, 401);
     // The valid one passes everywhere.
     let good = sign(&valid_claims());
     assert_eq!(app.get("/api/providers/1/availability", &good).await.0, 200);
-    assert_eq!(app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&good)).await, 101);
+    assert_eq!(
+        app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&good))
+            .await,
+        101
+    );
 }
 
 #[actix_web::test]
@@ -106,12 +126,18 @@ async fn browsers_can_send_the_token_in_the_query_or_as_a_subprotocol() {
     let app = spawn_app().await;
     let token = provider(9);
     let mut by_query = app
-        .ws_request(app.http().ws(format!("{}?access_token={token}", app.ws_url())))
+        .ws_request(
+            app.http()
+                .ws(format!("{}?access_token={token}", app.ws_url())),
+        )
         .await
         .unwrap();
     by_query.join("provider-9", None).await;
 
-    let request = app.http().ws(app.ws_url()).protocols(["eventide", &format!("bearer.{token}")]);
+    let request = app
+        .http()
+        .ws(app.ws_url())
+        .protocols(["eventide", &format!("bearer.{token}")]);
     let (response, framed) = request.connect().await.unwrap();
     assert_eq!(
         response.headers().get("sec-websocket-protocol").unwrap(),
@@ -126,29 +152,50 @@ async fn browsers_can_send_the_token_in_the_query_or_as_a_subprotocol() {
 async fn origins_outside_the_allowlist_are_refused() {
     let app = spawn_app().await;
     let token = admin();
-    let ws = |origin: &str| app.http().ws(app.ws_url()).bearer_auth(&token).origin(origin);
+    let ws = |origin: &str| {
+        app.http()
+            .ws(app.ws_url())
+            .bearer_auth(&token)
+            .origin(origin)
+    };
     assert_eq!(app.handshake_status(ws("http://evil.example")).await, 403);
     assert_eq!(app.handshake_status(ws("http://localhost:8080")).await, 101);
     assert_eq!(app.handshake_status(ws("http://localhost:4200")).await, 101);
     // websocat and services send no Origin.
-    assert_eq!(app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&token)).await, 101);
+    assert_eq!(
+        app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&token))
+            .await,
+        101
+    );
 
     // CORS on REST: the allowed origin is echoed, another is not.
     let preflight = |origin: &'static str| {
         app.http()
-            .request(awc::http::Method::OPTIONS, format!("{}/api/broadcast", app.address))
+            .request(
+                awc::http::Method::OPTIONS,
+                format!("{}/api/broadcast", app.address),
+            )
             .insert_header(("Origin", origin))
             .insert_header(("Access-Control-Request-Method", "POST"))
-            .insert_header(("Access-Control-Request-Headers", "authorization,content-type"))
+            .insert_header((
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ))
             .send()
     };
     let allowed = preflight("http://localhost:4200").await.unwrap();
     assert_eq!(
-        allowed.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
         Some("http://localhost:4200")
     );
     let refused = preflight("http://evil.example").await.unwrap();
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
 
 #[actix_web::test]
@@ -158,15 +205,40 @@ async fn rs256_and_es256_with_a_public_key_and_nothing_else() {
         ("ec-public.pem", ec_token(&valid_claims())),
     ] {
         let app = spawn_app_with(|s| {
-            s.jwt_public_key_file = Some(format!("{}/tests/fixtures/{key_file}", env!("CARGO_MANIFEST_DIR")).into());
+            s.jwt_public_key_file =
+                Some(format!("{}/tests/fixtures/{key_file}", env!("CARGO_MANIFEST_DIR")).into());
         })
         .await;
-        assert_eq!(app.get("/api/providers/1/availability", &good_token).await.0, 200, "{key_file}");
-        assert_eq!(app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&good_token)).await, 101);
+        assert_eq!(
+            app.get("/api/providers/1/availability", &good_token)
+                .await
+                .0,
+            200,
+            "{key_file}"
+        );
+        assert_eq!(
+            app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(&good_token))
+                .await,
+            101
+        );
         // HS256, even signed with the configured secret, is refused then.
-        assert_eq!(app.get("/api/providers/1/availability", &admin()).await.0, 401, "{key_file}");
-        let other_family = if key_file.starts_with("rsa") { ec_token(&valid_claims()) } else { rsa_token(&valid_claims()) };
-        assert_eq!(app.get("/api/providers/1/availability", &other_family).await.0, 401, "{key_file}");
+        assert_eq!(
+            app.get("/api/providers/1/availability", &admin()).await.0,
+            401,
+            "{key_file}"
+        );
+        let other_family = if key_file.starts_with("rsa") {
+            ec_token(&valid_claims())
+        } else {
+            rsa_token(&valid_claims())
+        };
+        assert_eq!(
+            app.get("/api/providers/1/availability", &other_family)
+                .await
+                .0,
+            401,
+            "{key_file}"
+        );
     }
 }
 
@@ -180,14 +252,29 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let mut good = valid_claims();
     good["iss"] = json!("eventide-auth");
     good["aud"] = json!("eventide-hub");
-    assert_eq!(app.get("/api/providers/1/availability", &sign(&good)).await.0, 200);
-    for (k, v) in [("iss", json!("someone-else")), ("aud", json!("another-app")), ("iss", Value::Null)] {
+    assert_eq!(
+        app.get("/api/providers/1/availability", &sign(&good))
+            .await
+            .0,
+        200
+    );
+    for (k, v) in [
+        ("iss", json!("someone-else")),
+        ("aud", json!("another-app")),
+        ("iss", Value::Null),
+    ] {
         let mut bad = good.clone();
         if v.is_null() {
             bad.as_object_mut().unwrap().remove(k);
         } else {
             bad[k] = v;
         }
-        assert_eq!(app.get("/api/providers/1/availability", &sign(&bad)).await.0, 401, "{bad}");
+        assert_eq!(
+            app.get("/api/providers/1/availability", &sign(&bad))
+                .await
+                .0,
+            401,
+            "{bad}"
+        );
     }
 }

@@ -160,9 +160,8 @@ impl TestApp {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes))
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
         };
         (response.status().as_u16(), value)
     }
@@ -286,7 +285,9 @@ impl WsClient {
             };
             match item {
                 Some(Ok(ws::Frame::Text(bytes))) => {
-                    return Some(Ok(serde_json::from_slice(&bytes).expect("server frames are JSON")))
+                    return Some(Ok(
+                        serde_json::from_slice(&bytes).expect("server frames are JSON")
+                    ))
                 }
                 Some(Ok(ws::Frame::Ping(payload))) => {
                     let _ = self.framed.send(ws::Message::Pong(payload)).await;
@@ -350,7 +351,10 @@ impl WsClient {
         self.send(json!({"event": "joinRoom", "data": data, "ref": format!("join-{room}")}))
             .await;
         let reply = self.recv().await;
-        assert_eq!(reply["event"], "joinedRoom", "join of {room} answered {reply}");
+        assert_eq!(
+            reply["event"], "joinedRoom",
+            "join of {room} answered {reply}"
+        );
         assert_eq!(reply["ref"], format!("join-{room}"));
         reply
     }

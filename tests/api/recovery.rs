@@ -16,7 +16,10 @@ async fn join_with_since_replays_what_was_missed_in_order() {
     }
     let mut socket = app.ws(&provider(4)).await;
     let joined = socket.join("provider-4", Some(2)).await;
-    assert_eq!(joined["data"], json!({"room": "provider-4", "version": 5, "recovered": true}));
+    assert_eq!(
+        joined["data"],
+        json!({"room": "provider-4", "version": 5, "recovered": true})
+    );
     for version in 3..=5 {
         let frame = socket.recv().await;
         assert_eq!(frame["event"], "availabilityUpdated");
@@ -36,7 +39,10 @@ async fn join_with_since_replays_what_was_missed_in_order() {
     // Ahead of the database (it was reset): not recovered, the client must re-fetch.
     let mut ahead = app.ws(&provider(4)).await;
     let joined = ahead.join("provider-4", Some(99)).await;
-    assert_eq!(joined["data"], json!({"room": "provider-4", "version": 6, "recovered": false}));
+    assert_eq!(
+        joined["data"],
+        json!({"room": "provider-4", "version": 6, "recovered": false})
+    );
 }
 
 #[actix_web::test]
@@ -87,7 +93,15 @@ async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order() {
         let creates = (0..10).map(|i| {
             let minute = (batch * 10 + i) * 60;
             let app = &app;
-            async move { app.post("/api/providers/21/availability", &service(), &slot_at(minute)).await.0 }
+            async move {
+                app.post(
+                    "/api/providers/21/availability",
+                    &service(),
+                    &slot_at(minute),
+                )
+                .await
+                .0
+            }
         });
         assert!(join_all(creates).await.iter().all(|s| *s == 201));
     }

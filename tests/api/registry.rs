@@ -19,7 +19,10 @@ async fn registry_is_empty_after_all_sockets_close() {
     assert_eq!(stats.memberships, 200);
 
     // Half close politely, half just drop the connection.
-    let (polite, rude): (Vec<_>, Vec<_>) = sockets.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (polite, rude): (Vec<_>, Vec<_>) = sockets
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
     join_all(polite.into_iter().map(|(_, s)| s.close())).await;
     drop(rude);
     let stats = app.wait_for_sessions(0).await;

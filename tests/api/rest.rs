@@ -30,7 +30,11 @@ async fn slot_lifecycle_bumps_the_version_each_time() {
     assert_eq!((status, &fetched), (200, &slot));
 
     let (status, patched) = app
-        .patch(&format!("/api/availability/{id}"), &token, &json!({"status": "booked", "note": null}))
+        .patch(
+            &format!("/api/availability/{id}"),
+            &token,
+            &json!({"status": "booked", "note": null}),
+        )
         .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["status"], "booked");
@@ -54,17 +58,39 @@ async fn list_is_ordered_and_windowed() {
     for minute in [120, 0, 60] {
         app.create_slot(7, minute).await;
     }
-    let (_, list) = app.get("/api/providers/7/availability", &client_with_rooms(&[])).await;
-    let starts: Vec<&str> = list["slots"].as_array().unwrap().iter().map(|s| s["startsAt"].as_str().unwrap()).collect();
-    assert_eq!(starts, ["2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z", "2030-01-01T02:00:00Z"]);
+    let (_, list) = app
+        .get("/api/providers/7/availability", &client_with_rooms(&[]))
+        .await;
+    let starts: Vec<&str> = list["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["startsAt"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2030-01-01T00:00:00Z",
+            "2030-01-01T01:00:00Z",
+            "2030-01-01T02:00:00Z"
+        ]
+    );
     assert_eq!(list["version"], 3);
 
     // [00:30, 01:00) touches the first slot's end only: adjacent, so not selected.
     let (status, window) = app
-        .get("/api/providers/7/availability?from=2030-01-01T00:30:00Z&to=2030-01-01T01:15:00Z", &admin())
+        .get(
+            "/api/providers/7/availability?from=2030-01-01T00:30:00Z&to=2030-01-01T01:15:00Z",
+            &admin(),
+        )
         .await;
     assert_eq!(status, 200);
-    let starts: Vec<&str> = window["slots"].as_array().unwrap().iter().map(|s| s["startsAt"].as_str().unwrap()).collect();
+    let starts: Vec<&str> = window["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["startsAt"].as_str().unwrap())
+        .collect();
     assert_eq!(starts, ["2030-01-01T01:00:00Z"]);
 }
 
@@ -80,15 +106,22 @@ async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not() {
     let (status, _) = app.post(path, &admin(), &slot_at(30)).await;
     assert_eq!(status, 201);
     // Another provider is independent.
-    let (status, _) = app.post("/api/providers/2/availability", &admin(), &slot_at(15)).await;
+    let (status, _) = app
+        .post("/api/providers/2/availability", &admin(), &slot_at(15))
+        .await;
     assert_eq!(status, 201);
     // A patch into a neighbour conflicts too.
     let (status, _) = app
-        .patch(&format!("/api/availability/{}", first["id"]), &admin(), &json!({"endsAt": "2030-01-01T00:45:00Z"}))
+        .patch(
+            &format!("/api/availability/{}", first["id"]),
+            &admin(),
+            &json!({"endsAt": "2030-01-01T00:45:00Z"}),
+        )
         .await;
     assert_eq!(status, 409);
     // Deleted slots block nothing.
-    app.delete(&format!("/api/availability/{}", first["id"]), &admin()).await;
+    app.delete(&format!("/api/availability/{}", first["id"]), &admin())
+        .await;
     let (status, _) = app.post(path, &admin(), &slot_at(0)).await;
     assert_eq!(status, 201);
     // The failed attempts did not consume versions: 3 creates + 1 delete + 1 create on provider 1.
@@ -105,10 +138,18 @@ async fn authorization_per_route() {
     let client = client_with_rooms(&["provider-*"]);
 
     for token in [&other, &client] {
-        let (status, err) = app.post("/api/providers/5/availability", token, &slot_at(60)).await;
+        let (status, err) = app
+            .post("/api/providers/5/availability", token, &slot_at(60))
+            .await;
         assert_eq!(status, 403, "{err}");
         assert_eq!(err["error"]["code"], "forbidden");
-        let (status, _) = app.patch(&format!("/api/availability/{id}"), token, &json!({"note": "x"})).await;
+        let (status, _) = app
+            .patch(
+                &format!("/api/availability/{id}"),
+                token,
+                &json!({"note": "x"}),
+            )
+            .await;
         assert_eq!(status, 403);
         let (status, _) = app.delete(&format!("/api/availability/{id}"), token).await;
         assert_eq!(status, 403);
@@ -117,10 +158,18 @@ async fn authorization_per_route() {
         assert_eq!(status, 200);
     }
     for token in [service(), provider(5)] {
-        let (status, _) = app.patch(&format!("/api/availability/{id}"), &token, &json!({"note": "ok"})).await;
+        let (status, _) = app
+            .patch(
+                &format!("/api/availability/{id}"),
+                &token,
+                &json!({"note": "ok"}),
+            )
+            .await;
         assert_eq!(status, 200);
     }
-    let (status, err) = app.call("GET", "/api/providers/5/availability", None, None).await;
+    let (status, err) = app
+        .call("GET", "/api/providers/5/availability", None, None)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(err["error"]["code"], "unauthorized");
 }
@@ -175,8 +224,14 @@ async fn every_bad_input_gets_its_status_and_never_a_500() {
     ];
     for (method, path, body, expected) in cases {
         let (status, value) = app.call(method, &path, Some(&admin), body.as_deref()).await;
-        assert_eq!(status, expected, "{method} {path} {body:?} answered {value}");
-        assert!(value["error"]["code"].is_string(), "{method} {path}: error body {value}");
+        assert_eq!(
+            status, expected,
+            "{method} {path} {body:?} answered {value}"
+        );
+        assert!(
+            value["error"]["code"].is_string(),
+            "{method} {path}: error body {value}"
+        );
         assert!(value["error"]["message"].is_string());
     }
     // A note of exactly 500 characters (multi-byte) is fine.
@@ -198,12 +253,29 @@ async fn health_and_readiness() {
 #[actix_web::test]
 async fn the_page_and_client_are_served() {
     let app = spawn_app().await;
-    for (path, kind, marker) in [("/", "text/html", "<html"), ("/eventide.js", "text/javascript", "export function connect")] {
-        let mut response = app.http().get(format!("{}{path}", app.address)).send().await.unwrap();
+    for (path, kind, marker) in [
+        ("/", "text/html", "<html"),
+        ("/eventide.js", "text/javascript", "export function connect"),
+    ] {
+        let mut response = app
+            .http()
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), 200);
-        let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(content_type.starts_with(kind), "{path}: {content_type}");
         let body = response.body().limit(1 << 20).await.unwrap();
-        assert!(String::from_utf8_lossy(&body).contains(marker), "{path} lacks {marker}");
+        assert!(
+            String::from_utf8_lossy(&body).contains(marker),
+            "{path} lacks {marker}"
+        );
     }
 }

@@ -20,12 +20,19 @@ async fn join_and_leave_are_acknowledged_with_ref() {
     socket.join("provider-42", None).await;
     assert_eq!(app.hub.stats().await.unwrap().memberships, 1);
 
-    socket.send(json!({"event": "leaveRoom", "data": {"room": "provider-42"}, "ref": 7})).await;
+    socket
+        .send(json!({"event": "leaveRoom", "data": {"room": "provider-42"}, "ref": 7}))
+        .await;
     let left = socket.recv().await;
-    assert_eq!(left, json!({"event": "leftRoom", "data": {"room": "provider-42"}, "ref": 7}));
+    assert_eq!(
+        left,
+        json!({"event": "leftRoom", "data": {"room": "provider-42"}, "ref": 7})
+    );
     assert_eq!(app.hub.stats().await.unwrap().memberships, 0);
     // Leaving a room not joined still answers.
-    socket.send(json!({"event": "leaveRoom", "data": {"room": "provider-42"}})).await;
+    socket
+        .send(json!({"event": "leaveRoom", "data": {"room": "provider-42"}}))
+        .await;
     assert_eq!(socket.recv().await["event"], "leftRoom");
 
     // Non-provider rooms have no version.
@@ -50,7 +57,9 @@ async fn rooms_are_authorized_by_role_provider_and_rooms_claim() {
     ];
     for (token, room, allowed) in cases {
         let mut socket = app.ws(&token).await;
-        socket.send(json!({"event": "joinRoom", "data": {"room": room}, "ref": "r"})).await;
+        socket
+            .send(json!({"event": "joinRoom", "data": {"room": room}, "ref": "r"}))
+            .await;
         let reply = socket.recv().await;
         if allowed {
             assert_eq!(reply["event"], "joinedRoom", "{room}: {reply}");
@@ -80,17 +89,27 @@ async fn every_action_reaches_the_room_and_only_the_room() {
     assert_eq!(created["data"]["version"], 1);
     assert_eq!(created["data"]["slot"], slot);
 
-    let (_, patched) = app.patch(&format!("/api/availability/{id}"), &admin(), &json!({"status": "blocked"})).await;
+    let (_, patched) = app
+        .patch(
+            &format!("/api/availability/{id}"),
+            &admin(),
+            &json!({"status": "blocked"}),
+        )
+        .await;
     let updated = watcher.recv().await;
     assert_eq!(updated["data"]["action"], "updated");
     assert_eq!(updated["data"]["version"], 2);
     assert_eq!(updated["data"]["slot"], patched);
 
-    app.delete(&format!("/api/availability/{id}"), &admin()).await;
+    app.delete(&format!("/api/availability/{id}"), &admin())
+        .await;
     let deleted = watcher.recv().await;
     assert_eq!(deleted["data"]["action"], "deleted");
     assert_eq!(deleted["data"]["version"], 3);
-    assert_eq!(deleted["data"]["slot"], patched, "a deleted event carries the slot as it was");
+    assert_eq!(
+        deleted["data"]["slot"], patched,
+        "a deleted event carries the slot as it was"
+    );
 
     // Provider 2's room and a socket in no room heard nothing.
     other.assert_silent(Duration::from_millis(300)).await;
@@ -108,12 +127,27 @@ async fn emit_to_room_and_broadcast() {
     in_room.join("lobby", None).await;
     let mut elsewhere = app.ws(&provider(3)).await;
 
-    let (status, _) = app.post("/api/rooms/lobby/events", &service(), &json!({"event": "promo", "data": {"pct": 10}})).await;
+    let (status, _) = app
+        .post(
+            "/api/rooms/lobby/events",
+            &service(),
+            &json!({"event": "promo", "data": {"pct": 10}}),
+        )
+        .await;
     assert_eq!(status, 202);
-    assert_eq!(in_room.recv().await, json!({"event": "promo", "room": "lobby", "data": {"pct": 10}}));
+    assert_eq!(
+        in_room.recv().await,
+        json!({"event": "promo", "room": "lobby", "data": {"pct": 10}})
+    );
     elsewhere.assert_silent(Duration::from_millis(200)).await;
 
-    let (status, _) = app.post("/api/broadcast", &admin(), &json!({"event": "maintenance", "data": "soon"})).await;
+    let (status, _) = app
+        .post(
+            "/api/broadcast",
+            &admin(),
+            &json!({"event": "maintenance", "data": "soon"}),
+        )
+        .await;
     assert_eq!(status, 202);
     let expected = json!({"event": "maintenance", "data": "soon"});
     assert_eq!(in_room.recv().await, expected);
@@ -121,8 +155,18 @@ async fn emit_to_room_and_broadcast() {
 
     // Only admin and service may emit.
     for token in [provider(3), client_with_rooms(&["*"])] {
-        assert_eq!(app.post("/api/broadcast", &token, &json!({"event": "x"})).await.0, 403);
-        assert_eq!(app.post("/api/rooms/lobby/events", &token, &json!({"event": "x"})).await.0, 403);
+        assert_eq!(
+            app.post("/api/broadcast", &token, &json!({"event": "x"}))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            app.post("/api/rooms/lobby/events", &token, &json!({"event": "x"}))
+                .await
+                .0,
+            403
+        );
     }
 }
 
@@ -138,29 +182,64 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
         (r#"{"event": 5}"#, "bad_request"),
         (r#"{"event": "dance", "ref": "d"}"#, "unknown_event"),
         (r#"{"event": "joinRoom"}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": "provider-8"}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": {"room": 8}}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": {"room": ""}}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": {"room": "has space"}}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": {"room": "provider-8", "since": "3"}}"#, "bad_request"),
-        (r#"{"event": "joinRoom", "data": {"room": "provider-8", "since": -3}}"#, "bad_request"),
+        (
+            r#"{"event": "joinRoom", "data": "provider-8"}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": 8}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": ""}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": "has space"}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": "provider-8", "since": "3"}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": "provider-8", "since": -3}}"#,
+            "bad_request",
+        ),
         (r#"{"event": "leaveRoom", "data": {}}"#, "bad_request"),
-        (r#"{"event": "refreshToken", "data": {"token": 1}}"#, "bad_request"),
-        (r#"{"event": "refreshToken", "data": {"token": "nope"}}"#, "unauthorized"),
-        (r#"{"event": "joinRoom", "data": {"room": "provider-9"}}"#, "forbidden"),
+        (
+            r#"{"event": "refreshToken", "data": {"token": 1}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"event": "refreshToken", "data": {"token": "nope"}}"#,
+            "unauthorized",
+        ),
+        (
+            r#"{"event": "joinRoom", "data": {"room": "provider-9"}}"#,
+            "forbidden",
+        ),
     ];
     for (text, code) in cases {
         socket.send_text(text).await;
         let reply = socket.recv().await;
         assert_eq!(reply["event"], "error", "{text} answered {reply}");
         assert_eq!(reply["data"]["code"], code, "{text} answered {reply}");
-        assert!(reply["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(reply["data"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     let long_room = "r".repeat(129);
-    socket.send(json!({"event": "joinRoom", "data": {"room": long_room}})).await;
+    socket
+        .send(json!({"event": "joinRoom", "data": {"room": long_room}}))
+        .await;
     assert_eq!(socket.recv().await["data"]["code"], "bad_request");
 
-    socket.framed.send(ws::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    socket
+        .framed
+        .send(ws::Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     let reply = socket.recv().await;
     assert_eq!(reply["data"]["code"], "bad_request");
 
@@ -174,7 +253,11 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
 async fn server_pings_and_answers_pings() {
     let app = spawn_app_with(|s| s.limits.heartbeat_secs = 1).await;
     let mut socket = app.ws(&admin()).await;
-    socket.framed.send(ws::Message::Ping("hi".into())).await.unwrap();
+    socket
+        .framed
+        .send(ws::Message::Ping("hi".into()))
+        .await
+        .unwrap();
     let mut got_pong = false;
     let mut got_ping = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -204,7 +287,9 @@ async fn a_silent_client_is_dropped() {
     let ending = loop {
         use futures_util::StreamExt;
         match actix_web::rt::time::timeout(Duration::from_secs(10), socket.framed.next()).await {
-            Ok(Some(Ok(ws::Frame::Close(reason)))) => break Ending::Close(reason.map(|r| u16::from(r.code)).unwrap_or(1005)),
+            Ok(Some(Ok(ws::Frame::Close(reason)))) => {
+                break Ending::Close(reason.map(|r| u16::from(r.code)).unwrap_or(1005))
+            }
             Ok(Some(Ok(_))) => continue,
             _ => break Ending::Dropped,
         }
