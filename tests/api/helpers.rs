@@ -25,26 +25,184 @@ pub struct TestApp {
     pub hub: Hub,
     pub settings: Settings,
     pub shutdown: Shutdown,
-    pub dir: TempDir,
+    /// The temp dir and database the hub uses; pass it on to restart on the same data.
+    pub dir: Resources,
 }
 
-/// Starts a hub with the default settings.
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temp SQLite file (always available).
+    Sqlite,
+    /// A fresh database on the server named by `EVENTIDE_TEST_PG_URL`.
+    Postgres,
+}
+
+impl Backend {
+    /// PostgreSQL, if `EVENTIDE_TEST_PG_URL` names a server; else prints why the test
+    /// is skipped.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("EVENTIDE_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres),
+            _ => {
+                eprintln!("skipping PostgreSQL variant: set EVENTIDE_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests: on SQLite, and on PostgreSQL
+/// when `EVENTIDE_TEST_PG_URL` is set (else that variant prints why and passes).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            })*
+        }
+        mod on_postgres {
+            $(#[actix_web::test]
+            async fn $name() {
+                if let Some(backend) = $crate::helpers::Backend::postgres() {
+                    super::$name(backend).await
+                }
+            })*
+        }
+    };
+}
+
+/// A PostgreSQL database made for one test and dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database on the `EVENTIDE_TEST_PG_URL` server.
+    pub fn create() -> TestDatabase {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let admin_url = std::env::var("EVENTIDE_TEST_PG_URL").expect("EVENTIDE_TEST_PG_URL");
+        let name = format!(
+            "eventide_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut conn = diesel::PgConnection::establish(&admin_url)
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at EVENTIDE_TEST_PG_URL: {e}"));
+        conn.batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        TestDatabase {
+            url,
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = conn.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// What a test hub's data lives in: kept alive as long as any hub uses it.
+pub struct TestResources {
+    tempdir: TempDir,
+    /// Held so the database is dropped after the last hub using it.
+    _database: Option<TestDatabase>,
+}
+
+impl TestResources {
+    /// The temp directory (the SQLite file lives here).
+    pub fn path(&self) -> &std::path::Path {
+        self.tempdir.path()
+    }
+}
+
+/// Shared ownership of a test's data, so a restarted hub finds the same data.
+pub type Resources = std::sync::Arc<TestResources>;
+
+/// Starts a hub with the default settings on SQLite.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts a hub after `configure` adjusts its settings.
+/// Starts a hub on SQLite after `configure` adjusts its settings.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::with_database(format!("sqlite://{}/hub.db", dir.path().display()));
+    spawn_app_on_with(Backend::Sqlite, configure).await
+}
+
+/// Starts a hub with the default settings on `backend`.
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_on_with(backend, |_| {}).await
+}
+
+/// Fresh data on `backend`: a temp dir, and a new database for PostgreSQL; returns
+/// it with the `DATABASE_URL` to use.
+pub fn fresh_data(backend: Backend) -> (Resources, String) {
+    let tempdir = tempfile::tempdir().expect("temp dir");
+    let (database, url) = match backend {
+        Backend::Sqlite => (
+            None,
+            format!("sqlite://{}/hub.db", tempdir.path().display()),
+        ),
+        Backend::Postgres => {
+            let database = TestDatabase::create();
+            let url = database.url.clone();
+            (Some(database), url)
+        }
+    };
+    (
+        std::sync::Arc::new(TestResources {
+            tempdir,
+            _database: database,
+        }),
+        url,
+    )
+}
+
+/// Test settings for a database: port 0 and the test secret.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::with_database(database_url);
     settings.addr = "127.0.0.1:0".parse().unwrap();
     settings.jwt_secret = Some(SECRET.into());
+    settings
+}
+
+/// Starts a hub on `backend` after `configure` adjusts its settings.
+pub async fn spawn_app_on_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (dir, url) = actix_web::web::block(move || fresh_data(backend))
+        .await
+        .unwrap();
+    let mut settings = test_settings(&url);
     configure(&mut settings);
     spawn_with_settings(settings, dir).await
 }
 
-/// Starts a hub with exactly these settings (keeping `dir` alive with it).
-pub async fn spawn_with_settings(settings: Settings, dir: TempDir) -> TestApp {
+/// Starts a hub with exactly these settings, on the data in `dir`.
+pub async fn spawn_with_settings(settings: Settings, dir: Resources) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("the hub starts");

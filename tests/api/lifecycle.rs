@@ -10,9 +10,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn a_restart_keeps_slots_and_versions() {
-    let app = spawn_app().await;
+async fn a_restart_keeps_slots_and_versions(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     app.create_slot(12, 0).await;
     app.create_slot(12, 60).await;
     let settings = app.settings.clone();
@@ -229,3 +228,5 @@ async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
         tail.len()
     );
 }
+
+crate::on_both_backends!(a_restart_keeps_slots_and_versions);

@@ -5,6 +5,7 @@ mod auth;
 mod helpers;
 mod lifecycle;
 mod limits;
+mod postgres;
 mod recovery;
 mod registry;
 mod rest;

@@ -8,9 +8,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn join_with_since_replays_what_was_missed_in_order() {
-    let app = spawn_app().await;
+async fn join_with_since_replays_what_was_missed_in_order(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     for minute in 0..5 {
         app.create_slot(4, minute * 60).await;
     }
@@ -45,9 +44,8 @@ async fn join_with_since_replays_what_was_missed_in_order() {
     );
 }
 
-#[actix_web::test]
-async fn since_older_than_the_kept_history_is_not_recovered() {
-    let app = spawn_app().await;
+async fn since_older_than_the_kept_history_is_not_recovered(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     // 1,003 changes: the first three fall out of the 1,000 kept.
     let slot = app.create_slot(11, 0).await;
     let path = format!("/api/availability/{}", slot["id"]);
@@ -79,9 +77,8 @@ async fn since_older_than_the_kept_history_is_not_recovered() {
     }
 }
 
-#[actix_web::test]
-async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order() {
-    let app = spawn_app().await;
+async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let mut subscribers = Vec::new();
     for _ in 0..20 {
         let mut socket = app.ws(&client_with_rooms(&["provider-*"])).await;
@@ -119,9 +116,8 @@ async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order() {
     }
 }
 
-#[actix_web::test]
-async fn joining_during_a_stream_of_changes_loses_and_repeats_nothing() {
-    let app = spawn_app().await;
+async fn joining_during_a_stream_of_changes_loses_and_repeats_nothing(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let writer = async {
         for minute in 0..60 {
             app.create_slot(31, minute * 60).await;
@@ -142,3 +138,10 @@ async fn joining_during_a_stream_of_changes_loses_and_repeats_nothing() {
     let ((), versions) = futures_util::join!(writer, reader);
     assert_eq!(versions, (1..=60).collect::<Vec<i64>>());
 }
+
+crate::on_both_backends!(
+    join_with_since_replays_what_was_missed_in_order,
+    since_older_than_the_kept_history_is_not_recovered,
+    twenty_subscribers_get_two_hundred_concurrent_changes_in_order,
+    joining_during_a_stream_of_changes_loses_and_repeats_nothing,
+);

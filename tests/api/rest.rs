@@ -5,9 +5,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn slot_lifecycle_bumps_the_version_each_time() {
-    let app = spawn_app().await;
+async fn slot_lifecycle_bumps_the_version_each_time(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let token = provider(42);
     let (status, empty) = app.get("/api/providers/42/availability", &token).await;
     assert_eq!(status, 200);
@@ -52,9 +51,8 @@ async fn slot_lifecycle_bumps_the_version_each_time() {
     assert_eq!(list["slots"], json!([]));
 }
 
-#[actix_web::test]
-async fn list_is_ordered_and_windowed() {
-    let app = spawn_app().await;
+async fn list_is_ordered_and_windowed(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     for minute in [120, 0, 60] {
         app.create_slot(7, minute).await;
     }
@@ -94,9 +92,8 @@ async fn list_is_ordered_and_windowed() {
     assert_eq!(starts, ["2030-01-01T01:00:00Z"]);
 }
 
-#[actix_web::test]
-async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not() {
-    let app = spawn_app().await;
+async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let first = app.create_slot(1, 0).await;
     let path = "/api/providers/1/availability";
     let (status, err) = app.post(path, &admin(), &slot_at(15)).await;
@@ -129,9 +126,8 @@ async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not() {
     assert_eq!(list["version"], 4);
 }
 
-#[actix_web::test]
-async fn authorization_per_route() {
-    let app = spawn_app().await;
+async fn authorization_per_route(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let slot = app.create_slot(5, 0).await;
     let id = slot["id"].as_i64().unwrap();
     let other = provider(6);
@@ -174,9 +170,8 @@ async fn authorization_per_route() {
     assert_eq!(err["error"]["code"], "unauthorized");
 }
 
-#[actix_web::test]
-async fn every_bad_input_gets_its_status_and_never_a_500() {
-    let app = spawn_app().await;
+async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let slot = app.create_slot(3, 0).await;
     let id = slot["id"].as_i64().unwrap();
     let create = "/api/providers/3/availability";
@@ -279,3 +274,11 @@ async fn the_page_and_client_are_served() {
         );
     }
 }
+
+crate::on_both_backends!(
+    slot_lifecycle_bumps_the_version_each_time,
+    list_is_ordered_and_windowed,
+    overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not,
+    authorization_per_route,
+    every_bad_input_gets_its_status_and_never_a_500,
+);

@@ -71,9 +71,8 @@ async fn rooms_are_authorized_by_role_provider_and_rooms_claim() {
     }
 }
 
-#[actix_web::test]
-async fn every_action_reaches_the_room_and_only_the_room() {
-    let app = spawn_app().await;
+async fn every_action_reaches_the_room_and_only_the_room(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let mut watcher = app.ws(&provider(1)).await;
     watcher.join("provider-1", None).await;
     let mut other = app.ws(&provider(2)).await;
@@ -298,3 +297,5 @@ async fn a_silent_client_is_dropped() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     app.wait_for_sessions(0).await;
 }
+
+crate::on_both_backends!(every_action_reaches_the_room_and_only_the_room,);
