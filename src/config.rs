@@ -63,6 +63,10 @@ pub struct Settings {
     #[arg(long, env = "EVENTIDE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Prefix of the cluster's Redis keys and channel; nodes of one cluster share it.
+    #[arg(long, env = "EVENTIDE_REDIS_PREFIX", default_value = "eventide:")]
+    pub redis_prefix: String,
+
     /// Limits that protect the hub from its clients.
     #[command(flatten)]
     pub limits: Limits,
@@ -173,6 +177,7 @@ impl Settings {
                 .map(str::to_owned)
                 .collect(),
             redis_url: None,
+            redis_prefix: "eventide:".into(),
             limits: Limits::default(),
         }
     }

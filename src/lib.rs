@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod availability;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -15,6 +15,7 @@ use actix_web::{
 
 use crate::auth::TokenVerifier;
 use crate::availability::{self, AvailabilityStore};
+use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
 use crate::error::{self, ApiError};
@@ -64,7 +65,20 @@ impl Application {
                 .map_err(|e| StartupError(e.to_string()))?
         };
 
-        let hub = Hub::start();
+        let backplane = match &settings.redis_url {
+            Some(url) => Some(Backplane::new(url, &settings.redis_prefix).map_err(StartupError)?),
+            None => None,
+        };
+        if backplane.is_some() && target.sqlite_path().is_some() {
+            log::warn!(
+                "EVENTIDE_REDIS_URL is set with a SQLite database: a cluster's nodes must share \
+                 one PostgreSQL database (DATABASE_URL=postgres://…)"
+            );
+        }
+        let hub = Hub::start(backplane.clone());
+        if let Some(backplane) = &backplane {
+            backplane.clone().start(hub.registry().clone()).await;
+        }
         let limits = settings.limits.clone();
         let store =
             AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider);

@@ -372,6 +372,42 @@ impl AvailabilityStore {
         web::block(move || {
             let _guard = store.locks.lock(provider_id);
             let mut conn = get_conn(&store.pool)?;
+            // Across nodes, a PostgreSQL advisory lock plays the part of the local lock:
+            // held from the version bump until the event is published, so a provider's
+            // events reach Redis in version order.
+            if let AnyConnection::Postgresql(pg) = &mut *conn {
+                diesel::sql_query("SELECT pg_advisory_lock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(provider_id)
+                    .execute(pg)?;
+            }
+            let result = store.commit_and_publish(&mut conn, provider_id, action, &write);
+            if let AnyConnection::Postgresql(pg) = &mut *conn {
+                let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(provider_id)
+                    .execute(pg);
+                if unlocked.is_err() {
+                    // A connection that cannot unlock is broken: the pool's check on
+                    // the next checkout discards it, and the lock dies with it.
+                    let _ = pg.batch_execute("SELECT pg_advisory_unlock_all()");
+                }
+            }
+            result
+        })
+        .await?
+    }
+
+    fn commit_and_publish<F>(
+        &self,
+        conn: &mut AnyConnection,
+        provider_id: i64,
+        action: Action,
+        write: &F,
+    ) -> Result<Slot, StoreError>
+    where
+        F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError>,
+    {
+        let store = self;
+        {
             let mut attempt = 0;
             let (slot, version, frame) = loop {
                 attempt += 1;
@@ -416,7 +452,6 @@ impl AvailabilityStore {
                 log::warn!("change {provider_id}@{version} committed while the hub is stopping");
             }
             Ok(slot)
-        })
-        .await?
+        }
     }
 }

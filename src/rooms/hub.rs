@@ -1,14 +1,19 @@
 //! The `Hub` handle: how REST handlers and services send events to rooms (the seed's
 //! `WebsocketsService` with `emitToRoom` / `emitToAll`).
 //!
-//! Every event is serialized once, here, and the same bytes reach every recipient.
+//! Every event is serialized once, here or in the availability store, and the same
+//! bytes reach every recipient. In a cluster the event goes to Redis and every node
+//! (this one included) delivers it on receipt; if Redis cannot be reached it is
+//! delivered to this node's sockets only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
 
 use super::{event_frame, Deliver, Publish, RegistryStats, RoomName, RoomRegistry, Stats};
+use crate::cluster::Backplane;
 
 /// The registry is gone: the hub is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,21 +25,20 @@ impl std::fmt::Display for HubError {
     }
 }
 
-/// A cheap, clonable handle to this node's room registry.
+/// A cheap, clonable handle to this node's room registry (and the cluster, if any).
 #[derive(Clone)]
 pub struct Hub {
     registry: Addr<RoomRegistry>,
+    backplane: Option<Arc<Backplane>>,
 }
 
 impl Hub {
-    /// A handle to `registry`.
-    pub fn new(registry: Addr<RoomRegistry>) -> Self {
-        Hub { registry }
-    }
-
-    /// Starts a registry and returns its handle.
-    pub fn start() -> Self {
-        Hub::new(RoomRegistry::default().start())
+    /// Starts a registry on the current arbiter and returns its handle.
+    pub fn start(backplane: Option<Arc<Backplane>>) -> Self {
+        Hub {
+            registry: RoomRegistry::default().start(),
+            backplane,
+        }
     }
 
     /// The registry actor, for sessions.
@@ -42,14 +46,18 @@ impl Hub {
         &self.registry
     }
 
-    /// Sends `{"event", "room", "data"}` to every session in `room`; answers how many
-    /// sessions it was handed to.
+    /// The cluster backplane, when this node is part of one.
+    pub fn backplane(&self) -> Option<&Arc<Backplane>> {
+        self.backplane.as_ref()
+    }
+
+    /// Sends `{"event", "room", "data"}` to every session in `room`.
     pub async fn emit_to_room(
         &self,
         room: &RoomName,
         event: &str,
         data: &Value,
-    ) -> Result<usize, HubError> {
+    ) -> Result<(), HubError> {
         let frame = event_frame(event, Some(room.as_str()), data);
         self.publish(Deliver {
             room: Some(room.clone()),
@@ -59,8 +67,8 @@ impl Hub {
         .await
     }
 
-    /// Sends `{"event", "data"}` to every session on this node.
-    pub async fn emit_to_all(&self, event: &str, data: &Value) -> Result<usize, HubError> {
+    /// Sends `{"event", "data"}` to every session.
+    pub async fn emit_to_all(&self, event: &str, data: &Value) -> Result<(), HubError> {
         let frame = event_frame(event, None, data);
         self.publish(Deliver {
             room: None,
@@ -70,17 +78,33 @@ impl Hub {
         .await
     }
 
-    /// Hands a serialized event to the registry, waiting while its mailbox is full.
-    pub async fn publish(&self, deliver: Deliver) -> Result<usize, HubError> {
+    /// Hands a serialized event to the cluster or, alone, to the registry (waiting
+    /// while its mailbox is full).
+    pub async fn publish(&self, deliver: Deliver) -> Result<(), HubError> {
+        if let Some(backplane) = self.backplane.clone() {
+            let copy = deliver.clone();
+            match actix_web::web::block(move || backplane.publish_blocking(&copy)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => log::warn!("{e}; delivering to this node only"),
+                Err(e) => log::warn!("cannot publish to Redis: {e}; delivering to this node only"),
+            }
+        }
         self.registry
             .send(Publish(deliver))
             .await
+            .map(|_| ())
             .map_err(|_| HubError)
     }
 
     /// The same as [`Hub::publish`], for blocking-pool threads: it waits (sleeping
     /// briefly) while the registry's mailbox is full, so the queue stays bounded.
     pub fn publish_blocking(&self, deliver: Deliver) -> Result<(), HubError> {
+        if let Some(backplane) = &self.backplane {
+            match backplane.publish_blocking(&deliver) {
+                Ok(()) => return Ok(()),
+                Err(e) => log::warn!("{e}; delivering to this node only"),
+            }
+        }
         let mut msg = Publish(deliver);
         loop {
             match self.registry.try_send(msg) {

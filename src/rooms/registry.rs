@@ -43,6 +43,9 @@ pub enum SessionMsg {
     Evicted,
     /// The hub is shutting down: close with 1001.
     GoingAway,
+    /// This node may have missed events of the room (its cluster subscription was
+    /// down): replay from the change log what the client has not seen.
+    CatchUp(RoomName),
 }
 
 /// A new session.
@@ -88,6 +91,11 @@ pub struct Leave {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "usize")]
 pub struct Publish(pub Deliver);
+
+/// Tells every session in a provider room to replay what it may have missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
 
 /// Tells every session to close with 1001 (shutdown).
 #[derive(Message)]
@@ -268,6 +276,34 @@ impl Handler<CloseAll> for RoomRegistry {
             member.recipient.do_send(SessionMsg::GoingAway);
         }
         self.sessions.len()
+    }
+}
+
+impl Handler<CatchUp> for RoomRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, _: &mut Self::Context) {
+        let mut dropped = Vec::new();
+        for (room, members) in &self.rooms {
+            if room.provider_id().is_none() {
+                continue;
+            }
+            for id in members {
+                if let Some(member) = self.sessions.get(id) {
+                    if let Err(SendError::Full(_)) =
+                        member.recipient.try_send(SessionMsg::CatchUp(room.clone()))
+                    {
+                        dropped.push(*id);
+                    }
+                }
+            }
+        }
+        for id in dropped {
+            if let Some(member) = self.remove_session(id) {
+                self.evicted += 1;
+                member.recipient.do_send(SessionMsg::Evicted);
+            }
+        }
     }
 }
 

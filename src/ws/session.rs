@@ -45,6 +45,19 @@ enum Membership {
     Live { version: Option<i64> },
 }
 
+/// A join in flight: what the client asked and how to answer.
+struct JoinRequest {
+    room: RoomName,
+    attempt: u64,
+    /// The client's `since`, if it sent one.
+    since: Option<i64>,
+    /// Where the replay starts: the client's `since`, or what it already has.
+    replay_from: Option<i64>,
+    reference: Option<Value>,
+    /// Whether to answer `joinedRoom` (not for a catch-up the client did not ask for).
+    announce: bool,
+}
+
 /// What the database said for a join.
 struct JoinResult {
     version: Option<i64>,
@@ -200,9 +213,21 @@ impl WsSession {
             };
             return self.send_error(reference.as_ref(), &error, ctx);
         }
-        // Rejoining a live room replays from what this client already has, so nothing
-        // between the two joins is lost or repeated.
-        let replay_from = since.or(match already {
+        self.subscribe(room, since, reference, true, ctx);
+    }
+
+    /// Joins `room` in the registry, then reads its version and what the client missed.
+    /// Rejoining a live room replays from what this client already has, so nothing
+    /// between the two joins is lost or repeated.
+    fn subscribe(
+        &mut self,
+        room: RoomName,
+        since: Option<i64>,
+        reference: Option<Value>,
+        announce: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let replay_from = since.or(match self.rooms.get(&room) {
             Some(Membership::Live { version }) => *version,
             _ => None,
         });
@@ -252,22 +277,35 @@ impl WsSession {
             }
             .map_err(|e| format!("{:?}", e))
         };
-        ctx.spawn(lookup.into_actor(self).map(move |result, act, ctx| {
-            act.finish_join(room, attempt, since, replay_from, reference, result, ctx)
-        }));
+        let request = JoinRequest {
+            room,
+            attempt,
+            since,
+            replay_from,
+            reference,
+            announce,
+        };
+        ctx.spawn(
+            lookup
+                .into_actor(self)
+                .map(move |result, act, ctx| act.finish_join(request, result, ctx)),
+        );
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish_join(
         &mut self,
-        room: RoomName,
-        attempt: u64,
-        since: Option<i64>,
-        replay_from: Option<i64>,
-        reference: Option<Value>,
+        request: JoinRequest,
         result: Result<JoinResult, String>,
         ctx: &mut Context<Self>,
     ) {
+        let JoinRequest {
+            room,
+            attempt,
+            since,
+            replay_from,
+            reference,
+            announce,
+        } = request;
         // A later join or a leave of the same room superseded this one.
         let held = match self.rooms.get_mut(&room) {
             Some(Membership::Joining {
@@ -302,17 +340,25 @@ impl WsSession {
         }
         // The client asked for a replay only if it sent `since`; an implicit rejoin
         // replays silently.
-        let recovered = since.and(joined.recovered);
-        let reply = protocol::reply(
-            "joinedRoom",
-            reference.as_ref(),
-            Joined {
-                room: room.as_str(),
-                version: joined.version,
-                recovered,
-            },
-        );
-        self.send(reply, ctx);
+        // A catch-up the client did not ask for speaks only when it could not recover:
+        // then the client must re-fetch the snapshot.
+        let recovered = if announce {
+            since.and(joined.recovered)
+        } else {
+            joined.recovered.filter(|complete| !complete)
+        };
+        if announce || recovered == Some(false) {
+            let reply = protocol::reply(
+                "joinedRoom",
+                reference.as_ref(),
+                Joined {
+                    room: room.as_str(),
+                    version: joined.version,
+                    recovered,
+                },
+            );
+            self.send(reply, ctx);
+        }
         log::debug!("session {} joined {room} (since {replay_from:?})", self.id);
 
         let mut last = joined.version;
@@ -451,6 +497,11 @@ impl Handler<SessionMsg> for WsSession {
             SessionMsg::Event(deliver) => self.deliver(deliver, ctx),
             SessionMsg::Evicted => self.drop_slow_consumer(ctx),
             SessionMsg::GoingAway => self.close(CloseCode::Away, "server shutting down", ctx),
+            SessionMsg::CatchUp(room) => {
+                if matches!(self.rooms.get(&room), Some(Membership::Live { .. })) {
+                    self.subscribe(room, None, None, false, ctx);
+                }
+            }
         }
     }
 }

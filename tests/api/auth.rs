@@ -278,3 +278,44 @@ async fn issuer_and_audience_are_checked_when_configured() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_generated_secret_is_kept_beside_the_database_and_found_by_token() {
+    let app = spawn_app_with(|s| s.jwt_secret = None).await;
+    let secret_file = app.dir.path().join("hub.db.jwt-secret");
+    let metadata =
+        std::fs::metadata(&secret_file).expect("the secret is stored beside the database");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eventide-hub"))
+        .args([
+            "token",
+            "--role",
+            "provider",
+            "--provider-id",
+            "42",
+            "--ttl",
+            "10m",
+        ])
+        .env("DATABASE_URL", &app.settings.database_url)
+        .env_remove("EVENTIDE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.lines().count(), 1, "the token alone on stdout");
+    let (status, _) = app
+        .post("/api/providers/42/availability", token, &slot_at(0))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post("/api/providers/43/availability", token, &slot_at(0))
+        .await;
+    assert_eq!(status, 403);
+}
