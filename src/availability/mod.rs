@@ -8,5 +8,5 @@ pub mod routes;
 mod store;
 
 pub use events::{availability_frame, Action};
-pub use model::{NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
+pub use model::{validate, NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
 pub use store::{Availability, AvailabilityStore, Replay, StoreError};

@@ -18,13 +18,21 @@ pub struct Window {
     pub to: Option<DateTime<Utc>>,
 }
 
-fn positive(id: i64, what: &str) -> Result<i64, ApiError> {
-    if id > 0 {
-        Ok(id)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{what} must be a positive integer"
-        )))
+/// A positive id in a path. Checked while the path is extracted, so a bad id is a
+/// 400 before the body is even read.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct PositiveId(pub i64);
+
+impl TryFrom<i64> for PositiveId {
+    type Error = String;
+
+    fn try_from(id: i64) -> Result<Self, String> {
+        if id > 0 {
+            Ok(PositiveId(id))
+        } else {
+            Err(format!("ids are positive integers, got {id}"))
+        }
     }
 }
 
@@ -41,11 +49,11 @@ fn may_manage(caller: &Caller, provider_id: i64) -> Result<(), ApiError> {
 /// `GET /api/providers/{providerId}/availability?from=&to=`
 pub async fn list(
     _caller: Caller,
-    provider_id: web::Path<i64>,
+    provider_id: web::Path<PositiveId>,
     window: web::Query<Window>,
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider_id = positive(provider_id.into_inner(), "providerId")?;
+    let provider_id = provider_id.into_inner().0;
     if let (Some(from), Some(to)) = (window.from, window.to) {
         if to < from {
             return Err(ApiError::BadRequest(
@@ -60,11 +68,11 @@ pub async fn list(
 /// `POST /api/providers/{providerId}/availability`
 pub async fn create(
     caller: Caller,
-    provider_id: web::Path<i64>,
+    provider_id: web::Path<PositiveId>,
     body: JsonBody<NewSlot>,
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider_id = positive(provider_id.into_inner(), "providerId")?;
+    let provider_id = provider_id.into_inner().0;
     may_manage(&caller, provider_id)?;
     let slot = store.create(provider_id, body.0).await?;
     Ok(HttpResponse::Created()
@@ -75,21 +83,21 @@ pub async fn create(
 /// `GET /api/availability/{id}`
 pub async fn get(
     _caller: Caller,
-    id: web::Path<i64>,
+    id: web::Path<PositiveId>,
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = positive(id.into_inner(), "id")?;
+    let id = id.into_inner().0;
     Ok(HttpResponse::Ok().json(store.get(id).await?))
 }
 
 /// `PATCH /api/availability/{id}`
 pub async fn update(
     caller: Caller,
-    id: web::Path<i64>,
+    id: web::Path<PositiveId>,
     body: JsonBody<SlotPatch>,
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = positive(id.into_inner(), "id")?;
+    let id = id.into_inner().0;
     // A slot never changes provider, so authorizing on this read stays valid.
     let current = store.get(id).await?;
     may_manage(&caller, current.provider_id)?;
@@ -100,10 +108,10 @@ pub async fn update(
 /// `DELETE /api/availability/{id}`
 pub async fn delete(
     caller: Caller,
-    id: web::Path<i64>,
+    id: web::Path<PositiveId>,
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = positive(id.into_inner(), "id")?;
+    let id = id.into_inner().0;
     let current = store.get(id).await?;
     may_manage(&caller, current.provider_id)?;
     store.delete(current.provider_id, id).await?;

@@ -4,9 +4,19 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A valid room name: `[A-Za-z0-9_.:-]{1,128}`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A valid room name: `[A-Za-z0-9_.:-]{1,128}`. Deserializing validates too, so a
+/// path parameter of this type is refused (400) before the body is read.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct RoomName(Arc<str>);
+
+impl TryFrom<String> for RoomName {
+    type Error = InvalidRoomName;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        RoomName::parse(&name)
+    }
+}
 
 /// Why a string is not a room name.
 #[derive(Debug, Clone, PartialEq, Eq)]

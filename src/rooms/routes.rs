@@ -40,12 +40,12 @@ fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError>
 /// `POST /api/rooms/{room}/events`: sends the event to every socket in the room.
 pub async fn emit_to_room(
     caller: Caller,
-    room: web::Path<String>,
+    room: web::Path<RoomName>,
     JsonBody(body): JsonBody<EmitBody>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     authorize_and_check(&caller, &body)?;
-    let room = RoomName::parse(&room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let room = room.into_inner();
     hub.emit_to_room(&room, &body.event, &body.data)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
