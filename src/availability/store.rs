@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use actix_web::web;
+use bytestring::ByteString;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -396,6 +397,8 @@ impl AvailabilityStore {
         .await?
     }
 
+    /// Commits one change (retrying the rare lost race on a provider's first version)
+    /// and hands its frame to the hub. The caller holds the provider's locks.
     fn commit_and_publish<F>(
         &self,
         conn: &mut AnyConnection,
@@ -406,52 +409,62 @@ impl AvailabilityStore {
     where
         F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError>,
     {
-        let store = self;
-        {
-            let mut attempt = 0;
-            let (slot, version, frame) = loop {
-                attempt += 1;
-                let result = conn.transaction(|conn| {
-                    let version = bump_version(conn, provider_id)?;
-                    let slot = Slot::from(write(conn)?);
-                    let frame = availability_frame(action, version, &slot);
-                    diesel::insert_into(availability_changes::table)
-                        .values((
-                            availability_changes::provider_id.eq(provider_id),
-                            availability_changes::version.eq(version),
-                            availability_changes::action.eq(action.as_str()),
-                            availability_changes::frame.eq(&*frame),
-                            availability_changes::created_at.eq(now()),
-                        ))
-                        .execute(conn)?;
-                    diesel::delete(
-                        availability_changes::table
-                            .filter(availability_changes::provider_id.eq(provider_id))
-                            .filter(availability_changes::version.le(version - store.history)),
-                    )
-                    .execute(conn)?;
-                    Ok::<_, StoreError>((slot, version, frame))
-                });
-                match result {
-                    // Two nodes creating a provider's first version at once: one
-                    // insert loses; run again and it takes the next version.
-                    Err(StoreError::Database(DieselError::DatabaseError(
-                        DatabaseErrorKind::UniqueViolation
-                        | DatabaseErrorKind::SerializationFailure,
-                        _,
-                    ))) if attempt < 3 => continue,
-                    other => break other?,
-                }
-            };
-            let delivered = store.hub.publish_blocking(Deliver {
-                room: Some(RoomName::for_provider(provider_id)),
-                version: Some(version),
-                frame,
-            });
-            if delivered.is_err() {
-                log::warn!("change {provider_id}@{version} committed while the hub is stopping");
+        let mut attempt = 0;
+        let (slot, version, frame) = loop {
+            attempt += 1;
+            match self.commit(conn, provider_id, action, write) {
+                // Two nodes creating a provider's first version at once: one insert
+                // loses; run again and it takes the next version.
+                Err(StoreError::Database(DieselError::DatabaseError(
+                    DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
+                    _,
+                ))) if attempt < 3 => continue,
+                other => break other?,
             }
-            Ok(slot)
+        };
+        let delivered = self.hub.publish_blocking(Deliver {
+            room: Some(RoomName::for_provider(provider_id)),
+            version: Some(version),
+            frame,
+        });
+        if delivered.is_err() {
+            log::warn!("change {provider_id}@{version} committed while the hub is stopping");
         }
+        Ok(slot)
+    }
+
+    /// One transaction: version bump first, the slot write, the change-log row, and
+    /// the pruning of history beyond what is kept.
+    fn commit<F>(
+        &self,
+        conn: &mut AnyConnection,
+        provider_id: i64,
+        action: Action,
+        write: &F,
+    ) -> Result<(Slot, i64, ByteString), StoreError>
+    where
+        F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError>,
+    {
+        conn.transaction(|conn| {
+            let version = bump_version(conn, provider_id)?;
+            let slot = Slot::from(write(conn)?);
+            let frame = availability_frame(action, version, &slot);
+            diesel::insert_into(availability_changes::table)
+                .values((
+                    availability_changes::provider_id.eq(provider_id),
+                    availability_changes::version.eq(version),
+                    availability_changes::action.eq(action.as_str()),
+                    availability_changes::frame.eq(&*frame),
+                    availability_changes::created_at.eq(now()),
+                ))
+                .execute(conn)?;
+            diesel::delete(
+                availability_changes::table
+                    .filter(availability_changes::provider_id.eq(provider_id))
+                    .filter(availability_changes::version.le(version - self.history)),
+            )
+            .execute(conn)?;
+            Ok((slot, version, frame))
+        })
     }
 }
