@@ -2,6 +2,7 @@
 //! WebSocket clients. One test binary, so one build serves every test.
 
 mod auth;
+mod browser;
 mod cluster;
 mod helpers;
 mod lifecycle;

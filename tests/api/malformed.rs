@@ -30,6 +30,10 @@ fn body_text(route_body: &Value, kind: Body) -> Option<String> {
     }
 }
 
+/// (method, path with `{}` for the parameter, a valid parameter, bad parameters, a
+/// valid body if the route takes one)
+type Route<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Option<Value>);
+
 #[actix_web::test]
 async fn every_route_answers_every_malformed_input_without_a_500() {
     let app = spawn_app().await;
@@ -39,8 +43,7 @@ async fn every_route_answers_every_malformed_input_without_a_500() {
     let emit = json!({"event": "e", "data": {}});
     let long_room = "r".repeat(129);
 
-    // (method, path with {} for the parameter, a valid parameter, bad parameters, a valid body)
-    let routes: Vec<(&str, &str, &str, Vec<&str>, Option<Value>)> = vec![
+    let routes: Vec<Route> = vec![
         (
             "GET",
             "/api/providers/{}/availability",
