@@ -1,6 +1,7 @@
 /**
  * Eventide hub browser client: a small, dependency-free ES module over the native
- * `WebSocket`. It authenticates with `?access_token=`, reconnects with exponential
+ * `WebSocket`. It authenticates with the subprotocol pair `["eventide", "bearer.<jwt>"]`,
+ * which keeps the token out of URLs (and so out of consoles and access logs), reconnects with exponential
  * backoff and full jitter, rejoins every room with `since` so no availability update
  * is lost, drops duplicates, and correlates requests and replies by `ref`.
  *
@@ -86,14 +87,16 @@ const expiresSoon = (token) => {
   return exp !== undefined && exp * 1000 - Date.now() < REFRESH_AHEAD_MS;
 };
 
-/** Builds the socket URL: resolves it against the page, maps http(s) to ws(s), adds the token. */
-function socketUrl(url, token) {
+/** Builds the socket URL: resolves it against the page and maps http(s) to ws(s). */
+function socketUrl(url) {
   const u = new URL(url ?? '/ws', globalThis.location?.href);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
-  u.searchParams.set('access_token', token);
   return u.href;
 }
+
+/** The subprotocols that carry the token; the hub selects `eventide` and never echoes it. */
+const subprotocols = (token) => ['eventide', `bearer.${token}`];
 
 /**
  * Opens a connection to the hub and keeps it open until `close()`.
@@ -111,7 +114,7 @@ function socketUrl(url, token) {
  */
 export function connect(options) {
   if (!options || options.token == null) throw new TypeError('connect: options.token is required');
-  socketUrl(options.url, ''); // fail fast on a malformed URL
+  socketUrl(options.url); // fail fast on a malformed URL
   const minBackoff = options.minBackoffMs ?? 500;
   const maxBackoff = options.maxBackoffMs ?? 15_000;
 
@@ -173,7 +176,7 @@ export function connect(options) {
     try {
       activeToken = await resolveToken();
       if (closing) return;
-      sock = ws = new WebSocket(socketUrl(options.url, activeToken));
+      sock = ws = new WebSocket(socketUrl(options.url), subprotocols(activeToken));
     } catch (err) {
       emit('error', { code: 'connect_failed', message: String(err?.message ?? err) });
       return scheduleReconnect();
