@@ -16,7 +16,8 @@ use crate::startup::Application;
     name = "eventide-hub",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -83,9 +84,33 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// What `--help` adds after the options.
+const AFTER_HELP: &str = "\
+Every option can also be set by the environment variable shown beside it; a flag wins.
+RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=eventide_hub=debug.
+
+HTTP: GET / (page), GET /ws (WebSocket), /api/... (REST, Bearer JWT),
+GET /healthz, GET /readyz, GET /metrics (Prometheus; loopback or admin token),
+GET /api/openapi.json (OpenAPI 3.1). Docs: README.md, docs/protocol.md,
+docs/operations.md, docs/asyncapi.yaml.";
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::CommandFactory;
+            let args: Vec<String> = std::env::args().collect();
+            // Name the variable (or flag) the bad value came from.
+            match crate::config::describe_invalid_value(&e, &Cli::command(), &args) {
+                Some(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(2);
+                }
+                None => e.exit(),
+            }
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         None => serve(cli.settings),

@@ -4,9 +4,15 @@
 //! Every knob of the hub lives here so that `main`, the tests and the docs agree on
 //! names and defaults. The defaults are constants so tests can build a `Settings`
 //! without reading the environment of the machine they run on.
+//!
+//! A bad value is reported with the name the operator typed, e.g.
+//! `EVENTIDE_ADDR: invalid socket address "abc"`: the value parsers here say what is
+//! wrong with the value, and [`describe_invalid_value`] turns clap's error (which names
+//! the flag) into one line that names the variable (or the flag, if one was given).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Default listen address.
@@ -21,7 +27,7 @@ pub const DEFAULT_ALLOWED_ORIGINS: &str =
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Listen address; port 0 picks a free port.
-    #[arg(long, env = "EVENTIDE_ADDR", default_value = DEFAULT_ADDR)]
+    #[arg(long, env = "EVENTIDE_ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
@@ -46,7 +52,7 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
 
     /// Clock leeway for `exp` and `nbf`, in seconds.
-    #[arg(long, env = "EVENTIDE_JWT_LEEWAY_SECS", default_value_t = 5)]
+    #[arg(long, env = "EVENTIDE_JWT_LEEWAY_SECS", default_value_t = 5, value_parser = number::<u64>)]
     pub jwt_leeway_secs: u64,
 
     /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades
@@ -75,37 +81,38 @@ pub struct Settings {
 /// Limits that keep one client from hurting the others. All are configurable through
 /// `EVENTIDE_MAX_…` variables and listed in the README.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub struct Limits {
     /// Largest client WebSocket message, continuation frames included (larger: close 1009).
-    #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = number::<usize>)]
     pub max_message_bytes: usize,
 
     /// Rooms one connection may be in at once (beyond: `too_many_rooms`).
-    #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = number::<usize>)]
     pub max_rooms_per_connection: usize,
 
     /// Sustained client frames per second per connection (beyond: `rate_limited`).
-    #[arg(long, env = "EVENTIDE_MAX_FRAMES_PER_SEC", default_value_t = 50)]
+    #[arg(long, env = "EVENTIDE_MAX_FRAMES_PER_SEC", default_value_t = 50, value_parser = number::<u32>)]
     pub max_frames_per_sec: u32,
 
     /// Burst of client frames allowed above the sustained rate.
-    #[arg(long, env = "EVENTIDE_MAX_FRAME_BURST", default_value_t = 100)]
+    #[arg(long, env = "EVENTIDE_MAX_FRAME_BURST", default_value_t = 100, value_parser = number::<u32>)]
     pub max_frame_burst: u32,
 
     /// Refused frames within 10 s after which a flooding client is closed with 1008.
-    #[arg(long, env = "EVENTIDE_MAX_RATE_LIMITED_FRAMES", default_value_t = 100)]
+    #[arg(long, env = "EVENTIDE_MAX_RATE_LIMITED_FRAMES", default_value_t = 100, value_parser = number::<u32>)]
     pub max_rate_limited_frames: u32,
 
     /// Unsent outgoing bytes per connection before it is closed as a slow consumer.
-    #[arg(long, env = "EVENTIDE_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "EVENTIDE_MAX_PENDING_BYTES", default_value_t = 1024 * 1024, value_parser = number::<usize>)]
     pub max_pending_bytes: usize,
 
     /// Open WebSocket connections one token subject (`sub`) may hold on a node.
-    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS_PER_SUB", default_value_t = 100)]
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS_PER_SUB", default_value_t = 100, value_parser = number::<usize>)]
     pub max_connections_per_sub: usize,
 
     /// Largest REST request body (larger: 413).
-    #[arg(long, env = "EVENTIDE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "EVENTIDE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_parser = number::<usize>)]
     pub max_body_bytes: usize,
 
     /// Changes kept per provider for `joinRoom` recovery (at least 1,000).
@@ -113,19 +120,19 @@ pub struct Limits {
         long,
         env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER",
         default_value_t = 1000
-    )]
+    , value_parser = number::<i64>)]
     pub max_history_per_provider: i64,
 
     /// Seconds between server pings.
-    #[arg(long, env = "EVENTIDE_HEARTBEAT_SECS", default_value_t = 10)]
+    #[arg(long, env = "EVENTIDE_HEARTBEAT_SECS", default_value_t = 10, value_parser = number::<u64>)]
     pub heartbeat_secs: u64,
 
     /// Seconds of client silence after which the server closes the socket.
-    #[arg(long, env = "EVENTIDE_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "EVENTIDE_CLIENT_TIMEOUT_SECS", default_value_t = 30, value_parser = number::<u64>)]
     pub client_timeout_secs: u64,
 
     /// Open connections a node accepts in all (sockets and HTTP).
-    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = number::<usize>)]
     pub max_connections: usize,
 }
 
@@ -211,6 +218,156 @@ impl Settings {
         if self.jwt_secret.as_deref() == Some("") {
             return Err("EVENTIDE_JWT_SECRET: must not be empty".into());
         }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(format!(
+                "EVENTIDE_ALLOWED_ORIGINS: invalid origin {bad:?} (expected scheme://host[:port], \
+                 e.g. http://localhost:8080, or *)"
+            ));
+        }
         Ok(())
+    }
+}
+
+/// `*`, `null`, or `scheme://host[:port]` (a trailing `/` is tolerated): what a browser
+/// sends as `Origin`. Anything else in the allowlist is a typo that would match nothing.
+fn is_origin(origin: &str) -> bool {
+    let origin = origin.trim();
+    if origin == "*" || origin == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && !rest.chars().any(char::is_whitespace)
+}
+
+/// Parses a listen address, saying what was wrong.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("invalid socket address {s:?} (expected IP:PORT, e.g. 127.0.0.1:8080)")
+    })
+}
+
+/// Parses a whole number, saying what was wrong.
+pub fn number<T: FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim()
+        .parse()
+        .map_err(|e| format!("invalid number {s:?} ({e})"))
+}
+
+/// Rewrites clap's error for a value that does not parse so that it names what the
+/// operator set: `EVENTIDE_ADDR: invalid socket address "abc" (…)` when the value came
+/// from the environment, `--addr: …` when it came from the command line. `None` for any
+/// other error (unknown flag, `--help`, …), which clap reports itself.
+pub fn describe_invalid_value(
+    error: &clap::Error,
+    command: &clap::Command,
+    args: &[String],
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--addr <ADDR>" → "addr"
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let reason = match std::error::Error::source(error) {
+        Some(source) => source.to_string(),
+        None => match error.get(ContextKind::InvalidValue) {
+            Some(ContextValue::String(value)) => format!("invalid value {value:?}"),
+            _ => "invalid value".to_owned(),
+        },
+    };
+    let flag = format!("--{long}");
+    let given_as_flag = args
+        .iter()
+        .skip(1)
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    let env = find_env(command, long).filter(|_| !given_as_flag);
+    Some(format!("{}: {reason}", env.unwrap_or(flag)))
+}
+
+/// The environment variable of the flag `--{long}`, in `command` or a sub-command.
+fn find_env(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_env(sub, long))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked() {
+        for good in [
+            "*",
+            "null",
+            "http://localhost:8080",
+            "https://app.example.com/",
+            "capacitor://localhost",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "",
+            "localhost:8080",
+            "http://",
+            "http://a/b",
+            "not an origin",
+            "http://a b",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        use clap::{Args, Command, FromArgMatches};
+        let command = Settings::augment_args(Command::new("hub"));
+        let parse = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let error = command
+                .clone()
+                .try_get_matches_from(&args)
+                .and_then(|m| Settings::from_arg_matches(&m))
+                .unwrap_err();
+            describe_invalid_value(&error, &command, &args)
+        };
+        assert_eq!(
+            parse(&["hub", "--addr", "abc"]).unwrap(),
+            "--addr: invalid socket address \"abc\" (expected IP:PORT, e.g. 127.0.0.1:8080)"
+        );
+        assert_eq!(
+            parse(&["hub", "--max-body-bytes=x"]).unwrap(),
+            "--max-body-bytes: invalid number \"x\" (invalid digit found in string)"
+        );
+        assert_eq!(parse(&["hub", "--nope"]), None);
+        assert_eq!(
+            find_env(&command, "max-body-bytes").as_deref(),
+            Some("EVENTIDE_MAX_BODY_BYTES")
+        );
     }
 }

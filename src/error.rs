@@ -110,6 +110,57 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The body of every REST error, as the OpenAPI document describes it. The hub builds
+/// it with `json!` in [`ApiError::error_response`]; this type exists for the schema,
+/// and the OpenAPI test checks real error bodies against it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "no slot with id 7"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of [`ErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `payload_too_large`, `unprocessable_entity`,
+    /// `too_many_requests`, `unavailable` or `internal`.
+    pub code: ErrorCode,
+    /// For humans; names the field or limit at fault.
+    pub message: String,
+}
+
+/// The `code` of an error body.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400.
+    BadRequest,
+    /// 401.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 409.
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 422.
+    UnprocessableEntity,
+    /// 429.
+    TooManyRequests,
+    /// 503.
+    Unavailable,
+    /// 500.
+    Internal,
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::Unauthorized(e.to_string())
@@ -166,5 +217,43 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
                 .map(JsonBody)
                 .map_err(|e| ApiError::Unprocessable(format!("body does not fit: {e}")).into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented codes are exactly the codes the hub sends.
+    #[test]
+    fn documented_codes_match() {
+        let pairs = [
+            (ApiError::BadRequest(String::new()), ErrorCode::BadRequest),
+            (
+                ApiError::Unauthorized(String::new()),
+                ErrorCode::Unauthorized,
+            ),
+            (ApiError::Forbidden(String::new()), ErrorCode::Forbidden),
+            (ApiError::NotFound(String::new()), ErrorCode::NotFound),
+            (ApiError::MethodNotAllowed, ErrorCode::MethodNotAllowed),
+            (ApiError::Conflict(String::new()), ErrorCode::Conflict),
+            (
+                ApiError::PayloadTooLarge(String::new()),
+                ErrorCode::PayloadTooLarge,
+            ),
+            (
+                ApiError::Unprocessable(String::new()),
+                ErrorCode::UnprocessableEntity,
+            ),
+            (
+                ApiError::TooManyRequests(String::new()),
+                ErrorCode::TooManyRequests,
+            ),
+            (ApiError::Unavailable(String::new()), ErrorCode::Unavailable),
+            (ApiError::Internal(String::new()), ErrorCode::Internal),
+        ];
+        for (error, code) in pairs {
+            assert_eq!(serde_json::to_value(code).unwrap(), error.code());
+        }
     }
 }

@@ -1,29 +1,166 @@
 //! `/healthz` (the process serves) and `/readyz` (its dependencies answer).
+//!
+//! Readiness must fail when the hub could not serve a request that needs the database.
+//! On SQLite a pooled connection proves little: it keeps working on a file that was
+//! deleted, moved or made unreadable (the descriptor stays open), and `SELECT 1` touches
+//! no file at all. So the SQLite probe (1) reads the schema through a pooled connection,
+//! which takes a read lock and reads a page, and (2) opens the file at `DATABASE_URL`
+//! afresh, without creating it, and reads the hub's migration table: what the pool does
+//! when it opens its next connection, and proof that the file there is still the hub's
+//! database. On PostgreSQL a pooled `SELECT 1` is a round trip to the server.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::db::{self, DbPool};
+use crate::db::{AnyConnection, DatabaseTarget, DbPool};
 use crate::rooms::Hub;
 
-/// How long readiness waits for the database.
+/// How long readiness waits for each dependency.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /healthz`: 200 while the process serves.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// A query that makes SQLite take a read lock and read the first page.
+const SQLITE_PROBE: &str = "SELECT count(*) FROM sqlite_master";
+/// A query that only the hub's own (migrated) database answers: a file that was
+/// replaced by an empty one fails it.
+const SQLITE_REOPEN_PROBE: &str = "SELECT count(*) FROM __diesel_schema_migrations";
+
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`.
+    pub status: HealthStatus,
 }
 
-/// `GET /readyz`: 200 when the database (and Redis, in a cluster) answer, else 503
-/// with the reason.
-pub async fn readyz(pool: web::Data<DbPool>, hub: web::Data<Hub>) -> HttpResponse {
-    let pool = pool.get_ref().clone();
-    let check = web::block(move || db::ping(&pool));
+/// The only status `/healthz` reports: the process answered.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// The process serves.
+    Ok,
+}
+
+/// The body of `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "not ready", "database": "ok", "redis": "not subscribed to the cluster channel"}))]
+pub struct Readiness {
+    /// `ready` (200) or `not ready` (503).
+    pub status: ReadyStatus,
+    /// `ok`, or why the database did not answer.
+    pub database: String,
+    /// In a cluster: `ok`, or why Redis did not answer. Absent on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+}
+
+/// Whether the node should get traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum ReadyStatus {
+    /// Every dependency answered.
+    #[serde(rename = "ready")]
+    Ready,
+    /// At least one did not.
+    #[serde(rename = "not ready")]
+    NotReady,
+}
+
+/// Checks that the database answers, the way each backend needs (see the module doc).
+pub struct DatabaseProbe {
+    pool: DbPool,
+    sqlite_path: Option<PathBuf>,
+}
+
+impl DatabaseProbe {
+    /// A probe of `pool`, which was opened on `target`.
+    pub fn new(pool: DbPool, target: &DatabaseTarget) -> Self {
+        DatabaseProbe {
+            pool,
+            sqlite_path: target.sqlite_path().map(Path::to_path_buf),
+        }
+    }
+
+    /// Runs the probe. Blocking: call it from the blocking pool.
+    pub fn check(&self) -> Result<(), String> {
+        use diesel::connection::SimpleConnection;
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        match &mut *conn {
+            AnyConnection::Sqlite(conn) => conn.batch_execute(SQLITE_PROBE),
+            AnyConnection::Postgresql(conn) => conn.batch_execute("SELECT 1"),
+        }
+        .map_err(|e| e.to_string())?;
+        drop(conn);
+        if let Some(path) = &self.sqlite_path {
+            reopen_sqlite(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the SQLite file read-write without creating it (`mode=rw`) and reads the
+/// hub's migration table from it.
+fn reopen_sqlite(path: &Path) -> Result<(), String> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let uri = sqlite_uri(path);
+    let mut conn = diesel::SqliteConnection::establish(&uri)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // A checkpoint may hold the WAL index for a moment; that is not an outage.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = 1000; {SQLITE_REOPEN_PROBE}"
+    ))
+    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// `file:PATH?mode=rw`, escaping the characters a URI path cannot hold as is.
+fn sqlite_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=rw");
+    uri
+}
+
+/// `GET /healthz`: 200 while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves", body = Health))
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// `GET /readyz`: 200 when the database (and Redis, in a cluster) answer within 2 s,
+/// else 503 with the reason.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database (and Redis, in a cluster) answer", body = Readiness),
+        (status = 503, description = "A dependency does not answer; the body says which", body = Readiness),
+    )
+)]
+pub async fn readyz(probe: web::Data<DatabaseProbe>, hub: web::Data<Hub>) -> HttpResponse {
+    let probe = probe.into_inner();
+    let check = web::block(move || probe.check());
     let database = match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e),
+        Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer within 2 s".to_owned()),
     };
@@ -42,16 +179,32 @@ pub async fn readyz(pool: web::Data<DbPool>, hub: web::Data<Hub>) -> HttpRespons
         }
     };
     let ready = database.is_ok() && redis.as_ref().is_none_or(Result::is_ok);
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "database": database.err().unwrap_or_else(|| "ok".into()),
-    });
-    if let Some(redis) = redis {
-        body["redis"] = json!(redis.err().unwrap_or_else(|| "ok".into()));
-    }
+    let body = Readiness {
+        status: if ready {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
+        },
+        database: database.err().unwrap_or_else(|| "ok".into()),
+        redis: redis.map(|r| r.err().unwrap_or_else(|| "ok".into())),
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_escapes_what_sqlite_would_read_as_query() {
+        assert_eq!(
+            sqlite_uri(Path::new("/tmp/a b/x?.db")),
+            "file:/tmp/a b/x%3f.db?mode=rw"
+        );
+        assert_eq!(sqlite_uri(Path::new("e%#.db")), "file:e%25%23.db?mode=rw");
     }
 }

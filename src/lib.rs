@@ -16,6 +16,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod rooms;
 pub mod startup;

@@ -1,15 +1,15 @@
 //! Building and running the hub: one [`Application::build`] used by `main` and by
-//! the tests (which bind port 0), and the graceful shutdown.
+//! the tests (which bind port 0), the route table, and the graceful shutdown.
 
 use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::{
-    dev::{Extensions, Server, ServerHandle},
-    http::header,
+    dev::{Extensions, Server, ServerHandle, Service},
+    http::{header, Method},
     web, App, HttpResponse, HttpServer,
 };
 
@@ -19,9 +19,11 @@ use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
 use crate::error::{self, ApiError};
+use crate::health::DatabaseProbe;
+use crate::metrics::Metrics;
 use crate::rooms::{self, CloseAll, Hub};
 use crate::ws::{self, Origins, WsContext};
-use crate::{health, page};
+use crate::{health, metrics, openapi, page};
 
 /// How long in-flight requests may take to finish at shutdown.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
@@ -75,7 +77,9 @@ impl Application {
                  one PostgreSQL database (DATABASE_URL=postgres://…)"
             );
         }
-        let hub = Hub::start(backplane.clone());
+        // One set of metrics per hub, never a global: tests run many hubs in one process.
+        let metrics = Arc::new(Metrics::new(backplane.is_some()));
+        let hub = Hub::start(backplane.clone(), metrics.clone());
         if let Some(backplane) = &backplane {
             backplane.clone().start(hub.registry().clone()).await;
         }
@@ -89,6 +93,7 @@ impl Application {
             verifier.clone(),
             limits.clone(),
             origins.clone(),
+            metrics.clone(),
         ));
 
         let listener = TcpListener::bind(settings.addr).map_err(|e| {
@@ -106,7 +111,9 @@ impl Application {
             store: web::Data::new(store),
             verifier,
             pool: web::Data::new(pool.clone()),
+            probe: web::Data::new(DatabaseProbe::new(pool.clone(), &target)),
             ws: web::Data::new(ws_context),
+            metrics: web::Data::new(metrics.clone()),
             max_body_bytes: limits.max_body_bytes,
         };
         let server = HttpServer::new(move || {
@@ -118,7 +125,33 @@ impl Application {
                 .expose_headers([header::LOCATION])
                 .block_on_origin_mismatch(false)
                 .max_age(3600);
-            App::new().wrap(cors).configure(|cfg| state.configure(cfg))
+            let metrics = metrics.clone();
+            App::new()
+                .wrap(cors)
+                // Outermost, so it also sees what CORS answers by itself.
+                .wrap_fn(move |req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    // The pattern, not the path: ids must not become label values.
+                    let route = req.match_pattern();
+                    let metrics = metrics.clone();
+                    let response = srv.call(req);
+                    async move {
+                        let response = response.await;
+                        let status = match &response {
+                            Ok(r) => r.status(),
+                            Err(e) => e.as_response_error().status_code(),
+                        };
+                        metrics.observe_http(
+                            &method,
+                            route.as_deref().unwrap_or("unmatched"),
+                            status.as_u16(),
+                            started.elapsed(),
+                        );
+                        response
+                    }
+                })
+                .configure(|cfg| state.configure(cfg))
         })
         .listen(listener)
         .map_err(|e| StartupError(e.to_string()))?
@@ -240,7 +273,9 @@ struct AppState {
     store: web::Data<AvailabilityStore>,
     verifier: web::Data<TokenVerifier>,
     pool: web::Data<DbPool>,
+    probe: web::Data<DatabaseProbe>,
     ws: web::Data<Arc<WsContext>>,
+    metrics: web::Data<Arc<Metrics>>,
     max_body_bytes: usize,
 }
 
@@ -257,13 +292,77 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
+/// One route of the hub: a method, a path pattern and its handler.
+pub struct Endpoint {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path pattern, as registered and as documented (`{name}` for a parameter).
+    pub path: &'static str,
+    handler: fn() -> actix_web::Route,
+}
+
+impl Endpoint {
+    fn new(method: Method, path: &'static str, handler: fn() -> actix_web::Route) -> Self {
+        Endpoint {
+            method,
+            path,
+            handler,
+        }
+    }
+}
+
+/// Every route the hub serves, in registration order: the one list of routes.
+/// [`AppState::configure`] registers exactly these, and the OpenAPI test checks that
+/// the document describes exactly these.
+pub fn endpoints() -> Vec<Endpoint> {
+    use availability::routes as slots;
+    vec![
+        Endpoint::new(Method::GET, "/", || web::to(page::index)),
+        Endpoint::new(Method::GET, "/eventide.js", || web::to(page::client_js)),
+        Endpoint::new(Method::GET, "/ws", || web::to(ws::websocket)),
+        Endpoint::new(Method::GET, "/healthz", || web::to(health::healthz)),
+        Endpoint::new(Method::GET, "/readyz", || web::to(health::readyz)),
+        Endpoint::new(Method::GET, "/metrics", || web::to(metrics::scrape)),
+        Endpoint::new(Method::GET, "/api/openapi.json", || {
+            web::to(openapi::openapi_json)
+        }),
+        Endpoint::new(
+            Method::GET,
+            "/api/providers/{providerId}/availability",
+            || web::to(slots::list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/api/providers/{providerId}/availability",
+            || web::to(slots::create),
+        ),
+        Endpoint::new(Method::GET, "/api/availability/{id}", || {
+            web::to(slots::get)
+        }),
+        Endpoint::new(Method::PATCH, "/api/availability/{id}", || {
+            web::to(slots::update)
+        }),
+        Endpoint::new(Method::DELETE, "/api/availability/{id}", || {
+            web::to(slots::delete)
+        }),
+        Endpoint::new(Method::POST, "/api/rooms/{room}/events", || {
+            web::to(rooms::routes::emit_to_room)
+        }),
+        Endpoint::new(Method::POST, "/api/broadcast", || {
+            web::to(rooms::routes::broadcast)
+        }),
+    ]
+}
+
 impl AppState {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(self.hub.clone())
             .app_data(self.store.clone())
             .app_data(self.verifier.clone())
             .app_data(self.pool.clone())
+            .app_data(self.probe.clone())
             .app_data(self.ws.clone())
+            .app_data(self.metrics.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(self.max_body_bytes)
@@ -271,28 +370,22 @@ impl AppState {
                     .error_handler(error::json_error),
             )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
-            .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .service(resource("/").get(page::index))
-            .service(resource("/eventide.js").get(page::client_js))
-            .service(resource("/ws").get(ws::websocket))
-            .service(resource("/healthz").get(health::healthz))
-            .service(resource("/readyz").get(health::readyz))
-            .service(
-                web::scope("/api")
-                    .service(
-                        resource("/providers/{providerId}/availability")
-                            .get(availability::routes::list)
-                            .post(availability::routes::create),
-                    )
-                    .service(
-                        resource("/availability/{id}")
-                            .get(availability::routes::get)
-                            .patch(availability::routes::update)
-                            .delete(availability::routes::delete),
-                    )
-                    .service(resource("/rooms/{room}/events").post(rooms::routes::emit_to_room))
-                    .service(resource("/broadcast").post(rooms::routes::broadcast)),
-            )
-            .default_service(web::to(not_found));
+            .app_data(web::QueryConfig::default().error_handler(error::query_error));
+        // One resource per path, holding each of its methods; other methods get 405.
+        let endpoints = endpoints();
+        let mut paths: Vec<&str> = Vec::new();
+        for endpoint in &endpoints {
+            if !paths.contains(&endpoint.path) {
+                paths.push(endpoint.path);
+            }
+        }
+        for path in paths {
+            let mut resource = resource(path);
+            for endpoint in endpoints.iter().filter(|e| e.path == path) {
+                resource = resource.route((endpoint.handler)().method(endpoint.method.clone()));
+            }
+            cfg.service(resource);
+        }
+        cfg.default_service(web::to(not_found));
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use crate::db::schema::slots;
 
@@ -11,7 +12,7 @@ use crate::db::schema::slots;
 pub const MAX_NOTE_CHARS: usize = 500;
 
 /// Whether a slot can be booked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotStatus {
     /// Free to book (the default).
@@ -56,12 +57,19 @@ pub struct SlotRow {
 }
 
 /// A slot as the API and the events show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+// Also documents `additionalProperties: false`, so a field added here without the
+// schema knowing fails the OpenAPI and AsyncAPI tests.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"id": 7, "providerId": 42, "startsAt": "2026-12-01T09:00:00Z",
+    "endsAt": "2026-12-01T09:30:00Z", "status": "available", "note": null,
+    "createdAt": "2026-11-20T08:00:00.000Z", "updatedAt": "2026-11-20T08:00:00.000Z"}))]
 pub struct Slot {
     /// Unique id.
+    #[schema(minimum = 1)]
     pub id: i64,
     /// The provider whose slot this is.
+    #[schema(minimum = 1)]
     pub provider_id: i64,
     /// Start, inclusive.
     pub starts_at: DateTime<Utc>,
@@ -70,6 +78,7 @@ pub struct Slot {
     /// Available, booked or blocked.
     pub status: SlotStatus,
     /// Free text, at most 500 characters.
+    #[schema(max_length = 500)]
     pub note: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
@@ -93,7 +102,8 @@ impl From<SlotRow> for Slot {
 }
 
 /// The body of `POST /api/providers/{providerId}/availability`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"startsAt": "2026-12-01T09:00:00Z", "endsAt": "2026-12-01T09:30:00Z", "note": "first"}))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSlot {
     /// Start, inclusive.
@@ -103,13 +113,15 @@ pub struct NewSlot {
     /// Defaults to `available`.
     #[serde(default)]
     pub status: Option<SlotStatus>,
-    /// Optional note.
+    /// Optional note, at most 500 characters (no U+0000).
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
     pub note: Option<String>,
 }
 
 /// The body of `PATCH /api/availability/{id}`: any subset of the fields.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "booked", "note": null}))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlotPatch {
     /// New start.
@@ -121,8 +133,10 @@ pub struct SlotPatch {
     /// New status.
     #[serde(default)]
     pub status: Option<SlotStatus>,
-    /// Absent: unchanged; `null`: cleared; a string: replaced.
+    /// Absent: unchanged; `null`: cleared; a string (at most 500 characters, no
+    /// U+0000): replaced.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 500, pattern = "^[^\\u0000]*$")]
     pub note: Option<Option<String>>,
 }
 
@@ -141,6 +155,11 @@ pub fn validate(
         return Err("`endsAt` must be after `startsAt`".into());
     }
     if let Some(note) = note {
+        // PostgreSQL text cannot hold U+0000 (it would be a 500 there); refuse it on
+        // every backend alike.
+        if note.contains('\0') {
+            return Err("`note` must not contain the character U+0000".into());
+        }
         let len = note.chars().count();
         if len > MAX_NOTE_CHARS {
             return Err(format!(

@@ -1,21 +1,43 @@
 //! The availability REST routes (contract section 3).
+//!
+//! Each handler carries its `#[utoipa::path]`: the OpenAPI document is generated from
+//! these, next to the code they describe (see `crate::openapi`).
 
 use actix_web::{http::header, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AvailabilityStore, NewSlot, SlotPatch};
+use super::{AvailabilityStore, NewSlot, Slot, SlotPatch};
 use crate::auth::Caller;
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, ErrorBody, JsonBody};
 
 /// `from`/`to` of the list: slots overlapping [`from`, `to`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Window {
-    /// Inclusive start of the window.
+    /// Inclusive start of the window (RFC 3339).
     pub from: Option<DateTime<Utc>>,
-    /// Exclusive end of the window.
+    /// Exclusive end of the window (RFC 3339); not before `from`.
     pub to: Option<DateTime<Utc>>,
+}
+
+/// The body of the list, as documented: the store's `Availability`, which the store
+/// serializes. The OpenAPI test checks real list bodies against this schema.
+#[derive(ToSchema)]
+#[schema(as = Availability)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AvailabilityDoc {
+    /// The provider.
+    #[schema(minimum = 1)]
+    provider_id: i64,
+    /// The provider's version when the slots were read (0 before any change).
+    #[schema(minimum = 0)]
+    version: i64,
+    /// The slots overlapping the window, ordered by `startsAt`.
+    slots: Vec<Slot>,
 }
 
 /// A positive id in a path. Checked while the path is extracted, so a bad id is a
@@ -47,6 +69,24 @@ fn may_manage(caller: &Caller, provider_id: i64) -> Result<(), ApiError> {
 }
 
 /// `GET /api/providers/{providerId}/availability?from=&to=`
+#[utoipa::path(
+    get,
+    path = "/api/providers/{providerId}/availability",
+    tag = "availability",
+    description = "A provider's slots overlapping [`from`, `to`), ordered by `startsAt`, with \
+                   the provider's version. Any valid token.",
+    params(
+        ("providerId" = i64, Path, description = "The provider", minimum = 1),
+        Window
+    ),
+    responses(
+        (status = 200, description = "The slots and the version they reflect", body = AvailabilityDoc),
+        (status = 400, description = "A bad `providerId`, `from` or `to`, or an unknown query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     _caller: Caller,
     provider_id: web::Path<PositiveId>,
@@ -66,6 +106,27 @@ pub async fn list(
 }
 
 /// `POST /api/providers/{providerId}/availability`
+#[utoipa::path(
+    post,
+    path = "/api/providers/{providerId}/availability",
+    tag = "availability",
+    description = "Creates a slot and sends `availabilityUpdated` (`created`) to the \
+                   provider's room. Admin, service, or that provider.",
+    params(("providerId" = i64, Path, description = "The provider", minimum = 1)),
+    request_body = NewSlot,
+    responses(
+        (status = 201, description = "The new slot", body = Slot,
+            headers(("Location" = String, description = "`/api/availability/{id}` of the new slot"))),
+        (status = 400, description = "A bad `providerId`, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token may not change this provider's slots", body = ErrorBody),
+        (status = 409, description = "The slot overlaps another slot of the provider", body = ErrorBody),
+        (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
+        (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     caller: Caller,
     provider_id: web::Path<PositiveId>,
@@ -81,6 +142,21 @@ pub async fn create(
 }
 
 /// `GET /api/availability/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/availability/{id}",
+    tag = "availability",
+    description = "One slot. Any valid token.",
+    params(("id" = i64, Path, description = "The slot", minimum = 1)),
+    responses(
+        (status = 200, description = "The slot", body = Slot),
+        (status = 400, description = "A bad `id`", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No slot with this id", body = ErrorBody),
+        (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     _caller: Caller,
     id: web::Path<PositiveId>,
@@ -91,6 +167,28 @@ pub async fn get(
 }
 
 /// `PATCH /api/availability/{id}`
+#[utoipa::path(
+    patch,
+    path = "/api/availability/{id}",
+    tag = "availability",
+    description = "Changes any subset of `startsAt`, `endsAt`, `status`, `note` (`note: null` \
+                   clears it) and sends `availabilityUpdated` (`updated`). Admin, service, or \
+                   the slot's provider.",
+    params(("id" = i64, Path, description = "The slot", minimum = 1)),
+    request_body = SlotPatch,
+    responses(
+        (status = 200, description = "The changed slot", body = Slot),
+        (status = 400, description = "A bad `id`, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token may not change this provider's slots", body = ErrorBody),
+        (status = 404, description = "No slot with this id", body = ErrorBody),
+        (status = 409, description = "The changed slot would overlap another slot of the provider", body = ErrorBody),
+        (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
+        (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn update(
     caller: Caller,
     id: web::Path<PositiveId>,
@@ -106,6 +204,23 @@ pub async fn update(
 }
 
 /// `DELETE /api/availability/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/availability/{id}",
+    tag = "availability",
+    description = "Deletes a slot and sends `availabilityUpdated` (`deleted`, with the slot as \
+                   it was). Admin, service, or the slot's provider.",
+    params(("id" = i64, Path, description = "The slot", minimum = 1)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A bad `id`", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token may not change this provider's slots", body = ErrorBody),
+        (status = 404, description = "No slot with this id", body = ErrorBody),
+        (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     caller: Caller,
     id: web::Path<PositiveId>,

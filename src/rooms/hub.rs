@@ -12,8 +12,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::{event_frame, Deliver, Publish, RegistryStats, RoomName, RoomRegistry, Stats};
+use super::{event_frame, Deliver, Fanout, RegistryStats, RoomName, RoomRegistry, Stats};
 use crate::cluster::Backplane;
+use crate::metrics::{Metrics, Origin};
 
 /// The registry is gone: the hub is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +31,22 @@ impl std::fmt::Display for HubError {
 pub struct Hub {
     registry: Addr<RoomRegistry>,
     backplane: Option<Arc<Backplane>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
     /// Starts a registry on the current arbiter and returns its handle.
-    pub fn start(backplane: Option<Arc<Backplane>>) -> Self {
+    pub fn start(backplane: Option<Arc<Backplane>>, metrics: Arc<Metrics>) -> Self {
         Hub {
-            registry: RoomRegistry::default().start(),
+            registry: RoomRegistry::new(metrics.clone()).start(),
             backplane,
+            metrics,
         }
+    }
+
+    /// This hub's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The registry actor, for sessions.
@@ -58,6 +66,7 @@ impl Hub {
         event: &str,
         data: &Value,
     ) -> Result<(), HubError> {
+        self.metrics.published(Origin::Emit).inc();
         let frame = event_frame(event, Some(room.as_str()), data);
         self.publish(Deliver {
             room: Some(room.clone()),
@@ -69,6 +78,7 @@ impl Hub {
 
     /// Sends `{"event", "data"}` to every session.
     pub async fn emit_to_all(&self, event: &str, data: &Value) -> Result<(), HubError> {
+        self.metrics.published(Origin::Emit).inc();
         let frame = event_frame(event, None, data);
         self.publish(Deliver {
             room: None,
@@ -90,7 +100,7 @@ impl Hub {
             }
         }
         self.registry
-            .send(Publish(deliver))
+            .send(Fanout(deliver))
             .await
             .map(|_| ())
             .map_err(|_| HubError)
@@ -98,14 +108,17 @@ impl Hub {
 
     /// The same as [`Hub::publish`], for blocking-pool threads: it waits (sleeping
     /// briefly) while the registry's mailbox is full, so the queue stays bounded.
+    /// This is the availability store's path, so it counts the event as
+    /// `origin="rest"`.
     pub fn publish_blocking(&self, deliver: Deliver) -> Result<(), HubError> {
+        self.metrics.published(Origin::Rest).inc();
         if let Some(backplane) = &self.backplane {
             match backplane.publish_blocking(&deliver) {
                 Ok(()) => return Ok(()),
                 Err(e) => log::warn!("{e}; delivering to this node only"),
             }
         }
-        let mut msg = Publish(deliver);
+        let mut msg = Fanout(deliver);
         loop {
             match self.registry.try_send(msg) {
                 Ok(()) => return Ok(()),

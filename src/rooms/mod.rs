@@ -11,6 +11,6 @@ pub use frame::event_frame;
 pub use hub::{Hub, HubError};
 pub use name::{InvalidRoomName, RoomName};
 pub use registry::{
-    CatchUp, CloseAll, Connect, Deliver, Disconnect, Join, Leave, Publish, RegistryStats,
+    CatchUp, CloseAll, Connect, Deliver, Disconnect, Fanout, Join, Leave, Publish, RegistryStats,
     RoomRegistry, SessionId, SessionMsg, Stats,
 };

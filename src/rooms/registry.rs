@@ -7,13 +7,19 @@
 //! - delivery never waits for a session: it uses `try_send`, and a session whose
 //!   mailbox is full is evicted from every room and told to close (a slow consumer must
 //!   not hold the others back, nor grow the hub's memory).
+//!
+//! It also keeps the room metrics (`eventide_rooms`, joins, leaves, fan-out time): it
+//! is the one place that sees every membership change and every fan-out.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::RoomName;
+use crate::metrics::{Metrics, Origin};
 
 /// Identifies one WebSocket session for the life of the process.
 pub type SessionId = u64;
@@ -86,11 +92,19 @@ pub struct Leave {
     pub room: RoomName,
 }
 
-/// Sends a frame to the members of a room (or to every session); answers how many
-/// sessions it was handed to.
+/// An event received from the cluster backplane: sends the frame to the members of a
+/// room (or to every session); answers how many sessions it was handed to. Counted as
+/// `eventide_events_published_total{origin="backplane"}`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "usize")]
 pub struct Publish(pub Deliver);
+
+/// An event produced on this node and delivered here directly (no cluster, or Redis
+/// unreachable): the same fan-out as [`Publish`], kept apart so the backplane count
+/// stays exact. The [`Hub`](super::Hub) sends it; its origin was counted there.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "usize")]
+pub struct Fanout(pub Deliver);
 
 /// Tells every session in a provider room to replay what it may have missed.
 #[derive(Message)]
@@ -126,14 +140,24 @@ struct Member {
 }
 
 /// The actor that owns room membership on this node.
-#[derive(Default)]
 pub struct RoomRegistry {
     sessions: HashMap<SessionId, Member>,
     rooms: HashMap<RoomName, HashSet<SessionId>>,
     evicted: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl RoomRegistry {
+    /// An empty registry that counts into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RoomRegistry {
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            evicted: 0,
+            metrics,
+        }
+    }
+
     /// Removes a session from every room, forgetting rooms left empty.
     fn remove_session(&mut self, id: SessionId) -> Option<Member> {
         let member = self.sessions.remove(&id)?;
@@ -145,11 +169,53 @@ impl RoomRegistry {
 
     fn leave_room(&mut self, id: SessionId, room: &RoomName) {
         if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&id);
+            if members.remove(&id) {
+                self.metrics.leaves.inc();
+            }
             if members.is_empty() {
                 self.rooms.remove(room);
+                self.metrics.rooms.set(self.rooms.len() as i64);
             }
         }
+    }
+
+    /// Hands `deliver` to the members of its room (or to every session), evicting the
+    /// sessions that cannot take it; answers how many took it.
+    fn fan_out(&mut self, deliver: &Deliver) -> usize {
+        let started = Instant::now();
+        let mut dropped = Vec::new();
+        let mut delivered = 0;
+        match &deliver.room {
+            Some(room) => {
+                if let Some(members) = self.rooms.get(room) {
+                    for id in members {
+                        if let Some(member) = self.sessions.get(id) {
+                            delivered += Self::hand_to(*id, member, deliver, &mut dropped) as usize;
+                        }
+                    }
+                }
+            }
+            None => {
+                for (id, member) in &self.sessions {
+                    delivered += Self::hand_to(*id, member, deliver, &mut dropped) as usize;
+                }
+            }
+        }
+        for (id, slow) in dropped {
+            if let Some(member) = self.remove_session(id) {
+                if slow {
+                    self.evicted += 1;
+                    log::warn!("session {id} evicted: its mailbox is full (slow consumer)");
+                    // One message past capacity, once per eviction: the session is no
+                    // longer registered, so nothing else is ever queued for it.
+                    member.recipient.do_send(SessionMsg::Evicted);
+                }
+            }
+        }
+        self.metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+        delivered
     }
 
     /// Hands `deliver` to one session; returns the id if the session must be dropped.
@@ -214,7 +280,10 @@ impl Handler<Join> for RoomRegistry {
             return false;
         };
         member.rooms.insert(msg.room.clone());
-        self.rooms.entry(msg.room).or_default().insert(msg.id);
+        if self.rooms.entry(msg.room).or_default().insert(msg.id) {
+            self.metrics.joins.inc();
+            self.metrics.rooms.set(self.rooms.len() as i64);
+        }
         true
     }
 }
@@ -234,37 +303,16 @@ impl Handler<Publish> for RoomRegistry {
     type Result = usize;
 
     fn handle(&mut self, Publish(deliver): Publish, _: &mut Self::Context) -> usize {
-        let mut dropped = Vec::new();
-        let mut delivered = 0;
-        match &deliver.room {
-            Some(room) => {
-                if let Some(members) = self.rooms.get(room) {
-                    for id in members {
-                        if let Some(member) = self.sessions.get(id) {
-                            delivered +=
-                                Self::hand_to(*id, member, &deliver, &mut dropped) as usize;
-                        }
-                    }
-                }
-            }
-            None => {
-                for (id, member) in &self.sessions {
-                    delivered += Self::hand_to(*id, member, &deliver, &mut dropped) as usize;
-                }
-            }
-        }
-        for (id, slow) in dropped {
-            if let Some(member) = self.remove_session(id) {
-                if slow {
-                    self.evicted += 1;
-                    log::warn!("session {id} evicted: its mailbox is full (slow consumer)");
-                    // One message past capacity, once per eviction: the session is no
-                    // longer registered, so nothing else is ever queued for it.
-                    member.recipient.do_send(SessionMsg::Evicted);
-                }
-            }
-        }
-        delivered
+        self.metrics.published(Origin::Backplane).inc();
+        self.fan_out(&deliver)
+    }
+}
+
+impl Handler<Fanout> for RoomRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, Fanout(deliver): Fanout, _: &mut Self::Context) -> usize {
+        self.fan_out(&deliver)
     }
 }
 

@@ -2,25 +2,39 @@
 //! (the seed's `emitToRoom` / `emitToAll`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{Hub, RoomName};
 use crate::auth::Caller;
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, ErrorBody, JsonBody};
 
 /// Longest event name accepted from an emitter.
 const MAX_EVENT_NAME: usize = 128;
 
 /// The body of both emit routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"event": "providerMessage", "data": {"text": "closed on Friday"}}))]
 pub struct EmitBody {
-    /// The event name the clients will see.
+    /// The event name the clients will see (1 to 128 characters).
+    #[schema(min_length = 1, max_length = 128)]
     pub event: String,
     /// Any JSON; `null` when absent.
     #[serde(default)]
     pub data: Value,
+}
+
+/// The answer to an emit: what was sent where.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Emitted {
+    /// The room it was sent to; absent for a broadcast.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The event name.
+    pub event: String,
 }
 
 fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError> {
@@ -38,6 +52,25 @@ fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError>
 }
 
 /// `POST /api/rooms/{room}/events`: sends the event to every socket in the room.
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{room}/events",
+    tag = "events",
+    description = "Sends `{\"event\", \"room\", \"data\"}` to every socket in the room, on every \
+                   node (the seed's `emitToRoom`). Admin or service.",
+    params(("room" = String, Path, description = "The room", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    request_body = EmitBody,
+    responses(
+        (status = 202, description = "Handed to the room", body = Emitted),
+        (status = 400, description = "A bad room name, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin or service token", body = ErrorBody),
+        (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or an event name of 0 or over 128 characters", body = ErrorBody),
+        (status = 503, description = "The hub is shutting down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn emit_to_room(
     caller: Caller,
     room: web::Path<RoomName>,
@@ -49,10 +82,31 @@ pub async fn emit_to_room(
     hub.emit_to_room(&room, &body.event, &body.data)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(HttpResponse::Accepted().json(json!({"room": room.as_str(), "event": body.event})))
+    Ok(HttpResponse::Accepted().json(Emitted {
+        room: Some(room.as_str().to_owned()),
+        event: body.event,
+    }))
 }
 
 /// `POST /api/broadcast`: sends the event to every socket.
+#[utoipa::path(
+    post,
+    path = "/api/broadcast",
+    tag = "events",
+    description = "Sends `{\"event\", \"data\"}` to every socket of every node (the seed's \
+                   `emitToAll`). Admin or service.",
+    request_body = EmitBody,
+    responses(
+        (status = 202, description = "Handed to every socket", body = Emitted),
+        (status = 400, description = "A body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin or service token", body = ErrorBody),
+        (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or an event name of 0 or over 128 characters", body = ErrorBody),
+        (status = 503, description = "The hub is shutting down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn broadcast(
     caller: Caller,
     JsonBody(body): JsonBody<EmitBody>,
@@ -62,5 +116,8 @@ pub async fn broadcast(
     hub.emit_to_all(&body.event, &body.data)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(HttpResponse::Accepted().json(json!({"event": body.event})))
+    Ok(HttpResponse::Accepted().json(Emitted {
+        room: None,
+        event: body.event,
+    }))
 }

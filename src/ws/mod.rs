@@ -13,6 +13,9 @@ pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use origins::Origins;
 pub use rate_limit::{RateLimiter, Verdict};
 pub use route::{websocket, WsContext};
+// The OpenAPI description of `websocket`, for `crate::openapi`.
+#[doc(hidden)]
+pub use route::__path_websocket;
 pub use session::WsSession;
 
 /// Close code sent when a token expires without `refreshToken`.

@@ -16,6 +16,7 @@ use crate::auth::{bearer_token, AuthError, TokenVerifier};
 use crate::availability::AvailabilityStore;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, Rejection};
 use crate::rooms::Hub;
 
 /// The subprotocol a browser offers beside `bearer.<jwt>`, and the one the hub selects.
@@ -35,6 +36,8 @@ pub struct WsContext {
     pub origins: Origins,
     /// Open sockets per token subject.
     pub connections: ConnectionCounter,
+    /// This hub's metrics.
+    pub metrics: Arc<Metrics>,
     next_id: AtomicU64,
 }
 
@@ -46,6 +49,7 @@ impl WsContext {
         verifier: web::Data<TokenVerifier>,
         limits: Limits,
         origins: Origins,
+        metrics: Arc<Metrics>,
     ) -> Self {
         WsContext {
             hub,
@@ -54,6 +58,7 @@ impl WsContext {
             limits,
             origins,
             connections: ConnectionCounter::default(),
+            metrics,
             next_id: AtomicU64::new(1),
         }
     }
@@ -88,6 +93,25 @@ fn peer(req: &HttpRequest) -> String {
 }
 
 /// `GET /ws`
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    description = "The WebSocket endpoint. The frames it speaks are described by the AsyncAPI \
+                   document `docs/asyncapi.yaml`. The token comes as `Authorization: Bearer`, as \
+                   the subprotocol pair `[\"eventide\", \"bearer.<jwt>\"]`, or as `access_token`.",
+    params(
+        ("access_token" = Option<String>, Query, description = "The JWT, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::error::ErrorBody),
+        (status = 403, description = "An `Origin` outside `EVENTIDE_ALLOWED_ORIGINS`", body = crate::error::ErrorBody),
+        (status = 429, description = "The token's `sub` holds `EVENTIDE_MAX_CONNECTIONS_PER_SUB` sockets", body = crate::error::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
@@ -100,6 +124,7 @@ pub async fn websocket(
                 peer(&req),
                 origin
             );
+            context.metrics.rejected(Rejection::Origin).inc();
             return Err(ApiError::Forbidden(
                 "this origin is not allowed (EVENTIDE_ALLOWED_ORIGINS)".into(),
             ));
@@ -115,6 +140,7 @@ pub async fn websocket(
     }
     .map_err(|e| {
         log::info!("handshake from {} refused: {e}", peer(&req));
+        context.metrics.rejected(Rejection::Token).inc();
         ApiError::from(e)
     })?;
     let max = context.limits.max_connections_per_sub;
@@ -127,14 +153,17 @@ pub async fn websocket(
                 peer(&req),
                 claims.sub
             );
+            context.metrics.rejected(Rejection::TooManyConnections).inc();
             ApiError::TooManyRequests(format!(
                 "this subject already holds {max} open sockets on this node (EVENTIDE_MAX_CONNECTIONS_PER_SUB)"
             ))
         })?;
 
-    let (response, session, stream) =
-        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
-            .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
+        .map_err(|e| {
+        context.metrics.rejected(Rejection::NotWebsocket).inc();
+        ApiError::BadRequest(format!("not a WebSocket upgrade: {e}"))
+    })?;
     let max_message = context.limits.max_message_bytes;
     let stream = stream
         .max_frame_size(max_message)

@@ -76,6 +76,8 @@ pub struct WsSession {
     last_heard: Instant,
     limiter: RateLimiter,
     expiry: Option<SpawnHandle>,
+    /// Set once the hub closes the socket: later frames go nowhere and are not counted.
+    closing: bool,
     _slot: ConnectionSlot,
 }
 
@@ -105,14 +107,19 @@ impl WsSession {
             next_attempt: 0,
             last_heard: now,
             expiry: None,
+            closing: false,
             _slot: slot,
         }
     }
 
     /// Sends a frame, closing the session as a slow consumer if its queue is full.
     fn send(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        if self.outbox.text(frame).is_err() {
-            self.drop_slow_consumer(ctx);
+        if self.closing {
+            return;
+        }
+        match self.outbox.text(frame) {
+            Ok(()) => self.context.metrics.frames_sent.inc(),
+            Err(_) => self.drop_slow_consumer(ctx),
         }
     }
 
@@ -132,6 +139,7 @@ impl WsSession {
             self.id,
             self.claims.sub
         );
+        self.closing = true;
         self.outbox.close(Some(CloseReason {
             code,
             description: Some(why.to_owned()),
@@ -140,6 +148,10 @@ impl WsSession {
     }
 
     fn drop_slow_consumer(&mut self, ctx: &mut Context<Self>) {
+        // One slow consumer is one disconnect, however many frames then fail.
+        if !std::mem::replace(&mut self.closing, true) {
+            self.context.metrics.slow_consumers.inc();
+        }
         log::warn!(
             "session {} ({}) is a slow consumer: {} bytes unsent; closing with 1013",
             self.id,
@@ -464,6 +476,8 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(SESSION_MAILBOX);
+        self.context.metrics.connections.inc();
+        self.context.metrics.connections_of(self.claims.role).inc();
         self.context.hub.registry().do_send(Connect {
             id: self.id,
             recipient: ctx.address().recipient(),
@@ -481,6 +495,9 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // `refreshToken` keeps the role, so this is the gauge `started` raised.
+        self.context.metrics.connections.dec();
+        self.context.metrics.connections_of(self.claims.role).dec();
         self.context
             .hub
             .registry()
@@ -524,11 +541,18 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
         };
         if matches!(
             message,
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)
+        ) {
+            self.context.metrics.frames_received.inc();
+        }
+        if matches!(
+            message,
             AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) | AggregatedMessage::Ping(_)
         ) {
             match self.limiter.check(Instant::now()) {
                 Verdict::Allow => {}
                 Verdict::Refuse => {
+                    self.context.metrics.rate_limited.inc();
                     let error = FrameError {
                         code: ErrorCode::RateLimited,
                         message: format!(

@@ -1,13 +1,17 @@
 //! Integration tests: the real hub on a loopback port, real SQLite, real HTTP and
 //! WebSocket clients. One test binary, so one build serves every test.
 
+mod asyncapi;
 mod auth;
 mod browser;
 mod cluster;
+mod config;
 mod helpers;
 mod lifecycle;
 mod limits;
 mod malformed;
+mod metrics;
+mod openapi;
 mod postgres;
 mod properties;
 mod recovery;
