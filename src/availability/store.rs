@@ -197,6 +197,19 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
 }
 
+/// A slot time as stored: microsecond precision, the finest both backends keep (so a
+/// slot reads back the same everywhere and `endsAt > startsAt` still holds once
+/// stored); leap seconds (`:60`) are refused, as PostgreSQL would silently move them.
+fn stored_time(t: DateTime<Utc>, field: &str) -> Result<NaiveDateTime, StoreError> {
+    use chrono::Timelike;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(StoreError::Invalid(format!(
+            "`{field}` is a leap second, which slots do not support"
+        )));
+    }
+    Ok(t.trunc_subsecs(6).naive_utc())
+}
+
 impl AvailabilityStore {
     /// A store over `pool` that tells `hub` of every change and keeps the last
     /// `history` changes of each provider.
@@ -290,9 +303,11 @@ impl AvailabilityStore {
 
     /// Creates a slot and announces it.
     pub async fn create(&self, provider_id: i64, new: NewSlot) -> Result<Slot, StoreError> {
-        validate(new.starts_at, new.ends_at, new.note.as_deref()).map_err(StoreError::Invalid)?;
+        let starts_at = stored_time(new.starts_at, "startsAt")?;
+        let ends_at = stored_time(new.ends_at, "endsAt")?;
+        validate(starts_at.and_utc(), ends_at.and_utc(), new.note.as_deref())
+            .map_err(StoreError::Invalid)?;
         self.change(provider_id, Action::Created, move |conn| {
-            let (starts_at, ends_at) = (naive(new.starts_at), naive(new.ends_at));
             if let Some(existing) = find_overlap(conn, provider_id, starts_at, ends_at, None)? {
                 return Err(StoreError::Overlap { existing });
             }
@@ -320,10 +335,18 @@ impl AvailabilityStore {
         id: i64,
         patch: SlotPatch,
     ) -> Result<Slot, StoreError> {
+        let new_start = patch
+            .starts_at
+            .map(|t| stored_time(t, "startsAt"))
+            .transpose()?;
+        let new_end = patch
+            .ends_at
+            .map(|t| stored_time(t, "endsAt"))
+            .transpose()?;
         self.change(provider_id, Action::Updated, move |conn| {
             let row = load_row(conn, id)?;
-            let starts_at = patch.starts_at.map(naive).unwrap_or(row.starts_at);
-            let ends_at = patch.ends_at.map(naive).unwrap_or(row.ends_at);
+            let starts_at = new_start.unwrap_or(row.starts_at);
+            let ends_at = new_end.unwrap_or(row.ends_at);
             let note = patch.note.clone().unwrap_or(row.note);
             validate(starts_at.and_utc(), ends_at.and_utc(), note.as_deref())
                 .map_err(StoreError::Invalid)?;

@@ -48,13 +48,40 @@ impl AnyConnection {
 #[derive(Debug, Clone)]
 pub struct Manager {
     target: DatabaseTarget,
+    create: bool,
 }
 
 impl Manager {
-    /// A manager for the given database.
+    /// A manager for an existing database (a SQLite file must already exist).
     pub fn new(target: DatabaseTarget) -> Self {
-        Manager { target }
+        Manager {
+            target,
+            create: false,
+        }
     }
+
+    /// A manager that creates the SQLite file if it is missing.
+    pub fn creating(target: DatabaseTarget) -> Self {
+        Manager {
+            target,
+            create: true,
+        }
+    }
+}
+
+/// A SQLite URI for `path` that may (`rwc`) or may not (`rw`) create the file.
+fn sqlite_uri(path: &std::path::Path, create: bool) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str(if create { "?mode=rwc" } else { "?mode=rw" });
+    uri
 }
 
 impl ManageConnection for Manager {
@@ -67,7 +94,7 @@ impl ManageConnection for Manager {
                 .map(AnyConnection::Postgresql)
                 .map_err(diesel::r2d2::Error::ConnectionError),
             DatabaseTarget::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                let mut conn = SqliteConnection::establish(&sqlite_uri(path, self.create))
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the one writer; busy_timeout makes a second
                 // writer wait for the lock instead of failing at once.

@@ -11,6 +11,8 @@ pub mod schema;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use diesel::r2d2::ManageConnection;
+
 pub use connection::{AnyConnection, Manager};
 
 /// A pool of database connections.
@@ -33,6 +35,8 @@ pub enum DatabaseTarget {
 pub enum DbError {
     /// The URL names no backend the hub speaks.
     UnsupportedUrl(String),
+    /// The first connection could not be opened.
+    Connect(String),
     /// The pool could not open its first connection.
     Pool(diesel::r2d2::PoolError),
     /// A migration failed.
@@ -46,6 +50,7 @@ impl std::fmt::Display for DbError {
                 f,
                 "DATABASE_URL: expected sqlite://PATH or postgres://…, got \"{url}\""
             ),
+            DbError::Connect(e) => write!(f, "cannot connect to the database: {e}"),
             DbError::Pool(e) => write!(f, "cannot connect to the database: {e}"),
             DbError::Migration(e) => write!(f, "database migration failed: {e}"),
         }
@@ -87,15 +92,20 @@ pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
         DatabaseTarget::Sqlite(_) => 8,
         DatabaseTarget::Postgres(_) => 16,
     };
-    let pool = diesel::r2d2::Pool::builder()
+    // Only this first connection may create the SQLite file; the pool's connections
+    // open it read-write but never create it, so a file deleted under a running hub
+    // is reported (readiness fails) instead of silently replaced by an empty one.
+    let mut first = Manager::creating(target.clone())
+        .connect()
+        .map_err(|e| DbError::Connect(e.to_string()))?;
+    first.run_migrations().map_err(DbError::Migration)?;
+    drop(first);
+    diesel::r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(5))
         .build(Manager::new(target.clone()))
-        .map_err(DbError::Pool)?;
-    let mut conn = pool.get().map_err(DbError::Pool)?;
-    conn.run_migrations().map_err(DbError::Migration)?;
-    Ok(pool)
+        .map_err(DbError::Pool)
 }
 
 /// Checks that the database answers a trivial query.

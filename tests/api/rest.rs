@@ -208,6 +208,10 @@ async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
         ("POST", create.into(), Some(json!({"startsAt": "2030-01-01T10:00:00Z", "endsAt": "2030-01-01T10:30:00Z", "note": "n".repeat(501)}).to_string()), 422),
         ("POST", create.into(), Some(json!({"startsAt": "2030-01-01T10:00:00Z", "endsAt": "2030-01-01T10:30:00Z", "extra": 1}).to_string()), 422),
         ("PATCH", format!("/api/availability/{id}"), Some(json!({"endsAt": "2029-01-01T00:00:00Z"}).to_string()), 422),
+        // Empty once stored at microsecond precision; a leap second.
+        ("POST", create.into(), Some(json!({"startsAt": "2030-03-01T10:00:00Z", "endsAt": "2030-03-01T10:00:00.0000001Z"}).to_string()), 422),
+        ("POST", create.into(), Some(json!({"startsAt": "2030-06-30T23:59:60Z", "endsAt": "2030-07-01T00:30:00Z"}).to_string()), 422),
+        ("PATCH", format!("/api/availability/{id}"), Some(json!({"startsAt": "2029-12-31T23:59:60Z"}).to_string()), 422),
         ("PATCH", format!("/api/availability/{id}"), Some(json!({"status": 3}).to_string()), 422),
         ("PATCH", format!("/api/availability/{id}"), Some(json!({"note": "é".repeat(501)}).to_string()), 422),
         ("POST", "/api/rooms/lobby/events".into(), Some(json!({"data": 1}).to_string()), 422),
@@ -275,7 +279,26 @@ async fn the_page_and_client_are_served() {
     }
 }
 
+async fn times_are_kept_to_the_microsecond_on_every_backend(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let (status, slot) = app
+        .post(
+            "/api/providers/9/availability",
+            &admin(),
+            &json!({"startsAt": "2030-01-01T09:00:00.123456789+02:00", "endsAt": "2030-01-01T09:30:00.5Z"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{slot}");
+    assert_eq!(slot["startsAt"], "2030-01-01T07:00:00.123456Z");
+    assert_eq!(slot["endsAt"], "2030-01-01T09:30:00.500Z");
+    let (_, fetched) = app
+        .get(&format!("/api/availability/{}", slot["id"]), &admin())
+        .await;
+    assert_eq!(fetched, slot);
+}
+
 crate::on_both_backends!(
+    times_are_kept_to_the_microsecond_on_every_backend,
     slot_lifecycle_bumps_the_version_each_time,
     list_is_ordered_and_windowed,
     overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not,
