@@ -10,6 +10,15 @@ use super::{Hub, RoomName};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, JsonBody};
 
+/// Events only the hub itself sends.
+pub const RESERVED_EVENTS: [&str; 5] = [
+    "availabilityUpdated",
+    "joinedRoom",
+    "leftRoom",
+    "tokenRefreshed",
+    "error",
+];
+
 /// Longest event name accepted from an emitter.
 const MAX_EVENT_NAME: usize = 128;
 
@@ -48,6 +57,14 @@ fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError>
             "`event` must be 1 to {MAX_EVENT_NAME} characters"
         )));
     }
+    // A client must be able to trust these: an emitted `availabilityUpdated` without a
+    // version, or a forged `error` or `joinedRoom`, would corrupt its state.
+    if RESERVED_EVENTS.contains(&body.event.as_str()) {
+        return Err(ApiError::Unprocessable(format!(
+            "`{}` is an event of the hub's own protocol and cannot be emitted",
+            body.event
+        )));
+    }
     Ok(())
 }
 
@@ -66,7 +83,7 @@ fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError>
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not an admin or service token", body = ErrorBody),
         (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 422, description = "JSON of the wrong shape, or an event name of 0 or over 128 characters", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, an event name of 0 or over 128 characters, or one of the hub's own events (availabilityUpdated, joinedRoom, leftRoom, tokenRefreshed, error)", body = ErrorBody),
         (status = 503, description = "The hub is shutting down", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -102,7 +119,7 @@ pub async fn emit_to_room(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not an admin or service token", body = ErrorBody),
         (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 422, description = "JSON of the wrong shape, or an event name of 0 or over 128 characters", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, an event name of 0 or over 128 characters, or one of the hub's own events (availabilityUpdated, joinedRoom, leftRoom, tokenRefreshed, error)", body = ErrorBody),
         (status = 503, description = "The hub is shutting down", body = ErrorBody),
     ),
     security(("bearer" = []))

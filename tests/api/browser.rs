@@ -45,15 +45,6 @@ const PAGE_DIAGNOSIS: &str = r#"JSON.stringify({
   log: [...document.querySelectorAll('#log li')].slice(0, 15).map((li) => li.textContent),
 }, null, 1)"#;
 
-/// A free loopback port: the hub must come back on the same one, which the page's
-/// reconnects aim at.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Creates a slot for provider 42 over REST, with a status and a note.
 async fn create(app: &TestApp, minute: i64, status: &str, note: &str) -> i64 {
     let mut body = slot_at(minute);

@@ -3,7 +3,6 @@
 //! `/readyz` flips to 503 when the SQLite file cannot be opened or Redis stops.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::ResponseError;
@@ -410,59 +409,6 @@ async fn readiness_fails_when_the_sqlite_file_is_deleted_or_replaced() {
     let body = wait_for_readiness(&app, 503).await;
     let why = body["database"].as_str().unwrap();
     assert!(why.contains("no such table"), "{why}");
-}
-
-/// A private Redis on its own port, so stopping it disturbs no other test (the same
-/// helper as in cluster.rs).
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Option<PrivateRedis> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let mut redis = PrivateRedis {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                redis.stop();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(redis)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[actix_web::test]

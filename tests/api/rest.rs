@@ -216,6 +216,8 @@ async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
         ("PATCH", format!("/api/availability/{id}"), Some(json!({"note": "é".repeat(501)}).to_string()), 422),
         ("POST", "/api/rooms/lobby/events".into(), Some(json!({"data": 1}).to_string()), 422),
         ("POST", "/api/rooms/lobby/events".into(), Some(json!({"event": ""}).to_string()), 422),
+        ("POST", "/api/rooms/provider-3/events".into(), Some(json!({"event": "availabilityUpdated", "data": {}}).to_string()), 422),
+        ("POST", "/api/broadcast".into(), Some(json!({"event": "error", "data": {}}).to_string()), 422),
         ("POST", "/api/rooms/bad%20room/events".into(), Some(json!({"event": "x"}).to_string()), 400),
         ("POST", "/api/broadcast".into(), Some("nope".into()), 400),
         // 413: a body over 64 KiB.
