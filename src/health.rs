@@ -9,14 +9,13 @@
 //! when it opens its next connection, and proof that the file there is still the hub's
 //! database. On PostgreSQL a pooled `SELECT 1` is a round trip to the server.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::db::{AnyConnection, DatabaseTarget, DbPool};
+use crate::db::{AnyConnection, DatabaseTarget, DbPool, Manager};
 use crate::rooms::Hub;
 
 /// How long readiness waits for each dependency.
@@ -73,7 +72,7 @@ pub enum ReadyStatus {
 /// Checks that the database answers, the way each backend needs (see the module doc).
 pub struct DatabaseProbe {
     pool: DbPool,
-    sqlite_path: Option<PathBuf>,
+    target: DatabaseTarget,
 }
 
 impl DatabaseProbe {
@@ -81,7 +80,7 @@ impl DatabaseProbe {
     pub fn new(pool: DbPool, target: &DatabaseTarget) -> Self {
         DatabaseProbe {
             pool,
-            sqlite_path: target.sqlite_path().map(Path::to_path_buf),
+            target: target.clone(),
         }
     }
 
@@ -95,41 +94,26 @@ impl DatabaseProbe {
         }
         .map_err(|e| e.to_string())?;
         drop(conn);
-        if let Some(path) = &self.sqlite_path {
-            reopen_sqlite(path)?;
+        if self.target.sqlite_path().is_some() {
+            reopen_sqlite(&self.target)?;
         }
         Ok(())
     }
 }
 
-/// Opens the SQLite file read-write without creating it (`mode=rw`) and reads the
-/// hub's migration table from it.
-fn reopen_sqlite(path: &Path) -> Result<(), String> {
+/// Opens the SQLite file the way the pool opens its next connection (read-write,
+/// never creating it) and reads the hub's migration table from it.
+fn reopen_sqlite(target: &DatabaseTarget) -> Result<(), String> {
     use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let uri = sqlite_uri(path);
-    let mut conn = diesel::SqliteConnection::establish(&uri)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    use diesel::r2d2::ManageConnection;
+    let mut conn = Manager::new(target.clone())
+        .connect()
+        .map_err(|e| format!("cannot open the database file: {e}"))?;
     // A checkpoint may hold the WAL index for a moment; that is not an outage.
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = 1000; {SQLITE_REOPEN_PROBE}"
     ))
-    .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// `file:PATH?mode=rw`, escaping the characters a URI path cannot hold as is.
-fn sqlite_uri(path: &Path) -> String {
-    let mut uri = String::from("file:");
-    for c in path.to_string_lossy().chars() {
-        match c {
-            '%' => uri.push_str("%25"),
-            '?' => uri.push_str("%3f"),
-            '#' => uri.push_str("%23"),
-            c => uri.push(c),
-        }
-    }
-    uri.push_str("?mode=rw");
-    uri
+    .map_err(|e| format!("cannot read the database file: {e}"))
 }
 
 /// `GET /healthz`: 200 while the process serves.
@@ -192,19 +176,5 @@ pub async fn readyz(probe: web::Data<DatabaseProbe>, hub: web::Data<Hub>) -> Htt
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_escapes_what_sqlite_would_read_as_query() {
-        assert_eq!(
-            sqlite_uri(Path::new("/tmp/a b/x?.db")),
-            "file:/tmp/a b/x%3f.db?mode=rw"
-        );
-        assert_eq!(sqlite_uri(Path::new("e%#.db")), "file:e%25%23.db?mode=rw");
     }
 }

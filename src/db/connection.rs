@@ -117,3 +117,21 @@ impl ManageConnection for Manager {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn uri_escapes_what_sqlite_would_read_as_query() {
+        assert_eq!(
+            sqlite_uri(Path::new("/tmp/a b/x?.db"), false),
+            "file:/tmp/a b/x%3f.db?mode=rw"
+        );
+        assert_eq!(
+            sqlite_uri(Path::new("e%#.db"), true),
+            "file:e%25%23.db?mode=rwc"
+        );
+    }
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws;
-use eventide_hub::startup::Application;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 
@@ -122,20 +121,8 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
     let (dir, url) = fresh_data(Backend::Sqlite);
     let mut settings = test_settings(&url);
     settings.limits.max_rooms_per_connection = 2;
-    let built = Application::build(settings.clone()).await.unwrap();
-    let pool = built.pool();
-    let app = {
-        let (port, hub, shutdown) = (built.port(), built.hub(), built.shutdown_handle());
-        actix_web::rt::spawn(built.run_until_stopped());
-        TestApp {
-            address: format!("http://127.0.0.1:{port}"),
-            port,
-            hub,
-            settings,
-            shutdown,
-            dir,
-        }
-    };
+    let app = spawn_with_settings(settings, dir).await;
+    let pool = app.pool.clone();
     let mut r = Recorder {
         api: AsyncApi::load(),
         seen: BTreeSet::new(),

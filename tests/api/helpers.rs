@@ -27,6 +27,8 @@ pub struct TestApp {
     pub shutdown: Shutdown,
     /// The temp dir and database the hub uses; pass it on to restart on the same data.
     pub dir: Resources,
+    /// The hub's database pool, for tests that must starve it.
+    pub pool: eventide_hub::db::DbPool,
 }
 
 /// Which database a test runs on.
@@ -209,6 +211,7 @@ pub async fn spawn_with_settings(settings: Settings, dir: Resources) -> TestApp 
     let port = app.port();
     let hub = app.hub();
     let shutdown = app.shutdown_handle();
+    let pool = app.pool();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -217,6 +220,7 @@ pub async fn spawn_with_settings(settings: Settings, dir: Resources) -> TestApp 
         settings,
         shutdown,
         dir,
+        pool,
     }
 }
 
