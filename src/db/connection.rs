@@ -16,6 +16,9 @@ use super::DatabaseTarget;
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
+/// The PostgreSQL advisory lock that serializes migrations across nodes ("EVENTIDE").
+const MIGRATION_LOCK: i64 = 0x4556_454E_5449_4445;
+
 /// A connection to either backend; queries are written once against it.
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
@@ -29,9 +32,17 @@ impl AnyConnection {
     /// Applies the pending migrations of this connection's backend.
     pub fn run_migrations(&mut self) -> Result<(), String> {
         let applied = match self {
-            AnyConnection::Postgresql(conn) => conn
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            AnyConnection::Postgresql(conn) => {
+                // Nodes of a cluster start together: without this lock two of them
+                // would create the same tables at once and one would fail.
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(|e| e.to_string())?;
+                let applied = conn
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len());
+                let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                applied
+            }
             AnyConnection::Sqlite(conn) => conn
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),

@@ -7,6 +7,29 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[actix_web::test]
+async fn nodes_starting_together_on_a_fresh_database_all_come_up() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (dir, url) = actix_web::web::block(move || fresh_data(backend))
+        .await
+        .unwrap();
+    let settings = test_settings(&url);
+    let starts = (0..3).map(|_| {
+        let settings = settings.clone();
+        async move {
+            eventide_hub::startup::Application::build(settings)
+                .await
+                .map(|_| ())
+        }
+    });
+    for started in join_all(starts).await {
+        started.expect("every node migrates or waits for the one that does");
+    }
+    drop(dir);
+}
+
+#[actix_web::test]
 async fn two_nodes_writing_one_provider_get_consecutive_versions() {
     let Some(backend) = Backend::postgres() else {
         return;
