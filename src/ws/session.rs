@@ -148,10 +148,12 @@ impl WsSession {
     }
 
     fn drop_slow_consumer(&mut self, ctx: &mut Context<Self>) {
-        // One slow consumer is one disconnect, however many frames then fail.
-        if !std::mem::replace(&mut self.closing, true) {
-            self.context.metrics.slow_consumers.inc();
+        // One slow consumer is one disconnect, however many frames then fail; a
+        // session already closing is on its way out.
+        if std::mem::replace(&mut self.closing, true) {
+            return;
         }
+        self.context.metrics.slow_consumers.inc();
         log::warn!(
             "session {} ({}) is a slow consumer: {} bytes unsent; closing with 1013",
             self.id,
