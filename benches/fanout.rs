@@ -13,7 +13,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventide_hub::metrics::Metrics;
-use eventide_hub::rooms::{Connect, Deliver, Hub, Join, RoomName, SessionMsg};
+use eventide_hub::rooms::{Connect, Deliver, Fanout, Hub, Join, RoomName, SessionMsg};
 
 const SESSIONS: u64 = 10_000;
 
@@ -77,13 +77,15 @@ fn fanout(c: &mut Criterion) {
             system.block_on(async {
                 let start = Instant::now();
                 for version in 0..iterations {
-                    hub.publish(Deliver {
-                        room: Some(room.clone()),
-                        version: Some(version as i64),
-                        frame: frame.clone(),
-                    })
-                    .await
-                    .unwrap();
+                    // `send` waits for the registry to hand the frame to every member.
+                    hub.registry()
+                        .send(Fanout(Deliver {
+                            room: Some(room.clone()),
+                            version: Some(version as i64),
+                            frame: frame.clone(),
+                        }))
+                        .await
+                        .unwrap();
                 }
                 let elapsed = start.elapsed();
                 // Let the sessions drain before the next sample, outside the timing.

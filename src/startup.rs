@@ -25,6 +25,8 @@ use crate::rooms::{self, CloseAll, Hub};
 use crate::ws::{self, Origins, WsContext};
 use crate::{health, metrics, openapi, page};
 
+/// Kernel send buffer of each accepted socket (the kernel doubles it: 256 KiB).
+const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 /// How long in-flight requests may take to finish at shutdown.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 /// How long sockets get to receive their close frame at shutdown.
@@ -258,6 +260,9 @@ fn tune_socket(conn: &dyn Any, _: &mut Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let socket = socket2::SockRef::from(tcp);
         let _ = socket.set_tcp_nodelay(true);
+        // A fixed send buffer bounds the kernel memory a client that stops reading can
+        // pin (autotuning lets it grow to tcp_wmem's 4 MiB); the kernel doubles it.
+        let _ = socket.set_send_buffer_size(SOCKET_SEND_BUFFER);
         let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(60))

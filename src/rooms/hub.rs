@@ -99,11 +99,19 @@ impl Hub {
                 Err(e) => log::warn!("cannot publish to Redis: {e}; delivering to this node only"),
             }
         }
-        self.registry
-            .send(Fanout(deliver))
-            .await
-            .map(|_| ())
-            .map_err(|_| HubError)
+        // Enqueue, not `send().await`: the caller (an emit request) must not wait for
+        // the fan-out to every member, only for room in the bounded mailbox.
+        let mut msg = Fanout(deliver);
+        loop {
+            match self.registry.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(back)) => {
+                    msg = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(SendError::Closed(_)) => return Err(HubError),
+            }
+        }
     }
 
     /// The same as [`Hub::publish`], for blocking-pool threads: it waits (sleeping
