@@ -25,6 +25,9 @@ use crate::rooms::{self, CloseAll, Hub};
 use crate::ws::{self, Origins, WsContext};
 use crate::{health, metrics, openapi, page};
 
+/// Pending connections the kernel queues before the hub accepts them (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
 /// Kernel send buffer of each accepted socket (the kernel doubles it: 256 KiB).
 const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 /// How long in-flight requests may take to finish at shutdown.
@@ -98,7 +101,7 @@ impl Application {
             metrics.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.addr).map_err(|e| {
+        let listener = bind(settings.addr).map_err(|e| {
             StartupError(format!(
                 "EVENTIDE_ADDR: cannot listen on {}: {e}",
                 settings.addr
@@ -155,13 +158,13 @@ impl Application {
                 })
                 .configure(|cfg| state.configure(cfg))
         })
-        .listen(listener)
-        .map_err(|e| StartupError(e.to_string()))?
+        // `on_connect` must come before `listen`, which takes the callback as it is then.
+        .on_connect(tune_socket)
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .max_connections(limits.max_connections)
-        .backlog(4096)
-        .on_connect(tune_socket)
+        .listen(listener)
+        .map_err(|e| StartupError(e.to_string()))?
         .run();
 
         log::info!("listening on http://{}:{}", local.ip(), local.port());
@@ -251,6 +254,20 @@ async fn wait_for_signal() {
     {
         let _ = actix_web::rt::signal::ctrl_c().await;
     }
+}
+
+/// Binds the listener with a backlog deep enough for bursts of connects (the standard
+/// library's `bind` uses 128).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Per-connection socket options: no Nagle delay for small frames, and a kernel
