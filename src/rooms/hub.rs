@@ -16,6 +16,9 @@ use super::{event_frame, Deliver, Fanout, RegistryStats, RoomName, RoomRegistry,
 use crate::cluster::Backplane;
 use crate::metrics::{Metrics, Origin};
 
+/// How long a publisher waits before trying a full registry mailbox again.
+const FULL_MAILBOX_BACKOFF: Duration = Duration::from_millis(1);
+
 /// The registry is gone: the hub is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubError;
@@ -102,16 +105,11 @@ impl Hub {
         // Enqueue, not `send().await`: the caller (an emit request) must not wait for
         // the fan-out to every member, only for room in the bounded mailbox.
         let mut msg = Fanout(deliver);
-        loop {
-            match self.registry.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(back)) => {
-                    msg = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(SendError::Closed(_)) => return Err(HubError),
-            }
+        while let Some(back) = self.enqueue(msg)? {
+            msg = back;
+            tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
         }
+        Ok(())
     }
 
     /// The same as [`Hub::publish`], for blocking-pool threads: it waits (sleeping
@@ -127,15 +125,20 @@ impl Hub {
             }
         }
         let mut msg = Fanout(deliver);
-        loop {
-            match self.registry.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(back)) => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(SendError::Closed(_)) => return Err(HubError),
-            }
+        while let Some(back) = self.enqueue(msg)? {
+            msg = back;
+            std::thread::sleep(FULL_MAILBOX_BACKOFF);
+        }
+        Ok(())
+    }
+
+    /// One attempt to put `msg` in the registry's bounded mailbox; gives it back when
+    /// the mailbox is full.
+    fn enqueue(&self, msg: Fanout) -> Result<Option<Fanout>, HubError> {
+        match self.registry.try_send(msg) {
+            Ok(()) => Ok(None),
+            Err(SendError::Full(back)) => Ok(Some(back)),
+            Err(SendError::Closed(_)) => Err(HubError),
         }
     }
 
