@@ -70,18 +70,22 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("invalid ttl {s:?}: use e.g. 90, 90s, 15m, 1h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(format!(
                 "invalid ttl {s:?}: use e.g. 90, 90s, 15m, 1h or 7d"
             ))
         }
     };
-    Ok(Duration::from_secs(secs))
+    // Beyond a century a token is as good as eternal; refuse rather than overflow.
+    n.checked_mul(unit_secs)
+        .filter(|secs| *secs <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("ttl {s:?} is too long: at most 100 years"))
 }
 
 /// What `--help` adds after the options.
@@ -184,6 +188,8 @@ mod tests {
         assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
         assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+        assert!(parse_ttl("999999999999999d").is_err());
         assert!(parse_ttl("h").is_err());
     }
 

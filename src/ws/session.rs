@@ -30,6 +30,9 @@ use super::{ConnectionSlot, CLOSE_TOKEN_EXPIRED};
 use crate::auth::{may_join, Claims};
 use crate::rooms::{Connect, Deliver, Disconnect, Join, Leave, RoomName, SessionId, SessionMsg};
 
+/// Longest single wait of the token-expiry timer (a day); it re-arms until `exp`.
+const MAX_EXPIRY_TIMER_SECS: u64 = 86_400;
+
 /// Messages a session's mailbox holds before the registry evicts it as too slow.
 const SESSION_MAILBOX: usize = 1024;
 
@@ -172,15 +175,21 @@ impl WsSession {
         if let Some(handle) = self.expiry.take() {
             ctx.cancel_future(handle);
         }
-        let deadline = self.claims.exp + self.context.verifier.leeway_secs();
+        // `exp` is whatever the issuer signed, up to u64::MAX: saturate, and wake at
+        // least daily to look again rather than arming a timer decades ahead.
+        let deadline = self
+            .claims
+            .exp
+            .saturating_add(self.context.verifier.leeway_secs());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let wait = Duration::from_secs(deadline.saturating_sub(now));
-        self.expiry = Some(ctx.run_later(wait, |act, ctx| {
-            act.close(CloseCode::Other(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
-        }));
+        if now >= deadline {
+            return self.close(CloseCode::Other(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
+        }
+        let wait = Duration::from_secs((deadline - now).min(MAX_EXPIRY_TIMER_SECS));
+        self.expiry = Some(ctx.run_later(wait, |act, ctx| act.schedule_expiry(ctx)));
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {

@@ -143,6 +143,23 @@ async fn sockets_per_subject_are_limited() {
 }
 
 #[actix_web::test]
+async fn a_token_that_never_expires_is_served_like_any_other() {
+    let app = spawn_app().await;
+    let token = sign(&json!({"sub": "eternal", "role": "admin", "exp": u64::MAX}));
+    let mut socket = app.ws(&token).await;
+    socket.join("lobby", None).await;
+    socket
+        .send(json!({"event": "refreshToken", "data": {"token": token}, "ref": 1}))
+        .await;
+    assert_eq!(socket.recv().await["event"], "tokenRefreshed");
+    socket.assert_silent(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.get("/api/providers/1/availability", &token).await.0,
+        200
+    );
+}
+
+#[actix_web::test]
 async fn an_expired_token_closes_the_socket_with_4001() {
     let app = spawn_app_with(|s| s.jwt_leeway_secs = 0).await;
     let mut c = claims(Role::Provider, Some(3));
