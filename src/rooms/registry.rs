@@ -183,25 +183,58 @@ impl RoomRegistry {
     /// sessions that cannot take it; answers how many took it.
     fn fan_out(&mut self, deliver: &Deliver) -> usize {
         let started = Instant::now();
-        let mut dropped = Vec::new();
+        let mut refused = Vec::new();
         let mut delivered = 0;
         match &deliver.room {
             Some(room) => {
                 if let Some(members) = self.rooms.get(room) {
                     for id in members {
                         if let Some(member) = self.sessions.get(id) {
-                            delivered += Self::hand_to(*id, member, deliver, &mut dropped) as usize;
+                            let event = SessionMsg::Event(deliver.clone());
+                            delivered += Self::offer(*id, member, event, &mut refused) as usize;
                         }
                     }
                 }
             }
             None => {
                 for (id, member) in &self.sessions {
-                    delivered += Self::hand_to(*id, member, deliver, &mut dropped) as usize;
+                    let event = SessionMsg::Event(deliver.clone());
+                    delivered += Self::offer(*id, member, event, &mut refused) as usize;
                 }
             }
         }
-        for (id, slow) in dropped {
+        self.drop_refused(refused);
+        self.metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+        delivered
+    }
+
+    /// Offers `msg` to one session without waiting; a session that cannot take it is
+    /// noted in `refused` (`true`: its mailbox is full; `false`: it is gone).
+    fn offer(
+        id: SessionId,
+        member: &Member,
+        msg: SessionMsg,
+        refused: &mut Vec<(SessionId, bool)>,
+    ) -> bool {
+        match member.recipient.try_send(msg) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                refused.push((id, true));
+                false
+            }
+            Err(SendError::Closed(_)) => {
+                refused.push((id, false));
+                false
+            }
+        }
+    }
+
+    /// Forgets the sessions that refused a message. A full mailbox is a slow consumer:
+    /// it is evicted and told to close.
+    fn drop_refused(&mut self, refused: Vec<(SessionId, bool)>) {
+        for (id, slow) in refused {
             if let Some(member) = self.remove_session(id) {
                 if slow {
                     self.evicted += 1;
@@ -210,33 +243,6 @@ impl RoomRegistry {
                     // longer registered, so nothing else is ever queued for it.
                     member.recipient.do_send(SessionMsg::Evicted);
                 }
-            }
-        }
-        self.metrics
-            .fanout_seconds
-            .observe(started.elapsed().as_secs_f64());
-        delivered
-    }
-
-    /// Hands `deliver` to one session; returns the id if the session must be dropped.
-    fn hand_to(
-        id: SessionId,
-        member: &Member,
-        deliver: &Deliver,
-        evict: &mut Vec<(SessionId, bool)>,
-    ) -> bool {
-        match member
-            .recipient
-            .try_send(SessionMsg::Event(deliver.clone()))
-        {
-            Ok(()) => true,
-            Err(SendError::Full(_)) => {
-                evict.push((id, true));
-                false
-            }
-            Err(SendError::Closed(_)) => {
-                evict.push((id, false));
-                false
             }
         }
     }
@@ -331,27 +337,18 @@ impl Handler<CatchUp> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, _: CatchUp, _: &mut Self::Context) {
-        let mut dropped = Vec::new();
+        let mut refused = Vec::new();
         for (room, members) in &self.rooms {
             if room.provider_id().is_none() {
                 continue;
             }
             for id in members {
                 if let Some(member) = self.sessions.get(id) {
-                    if let Err(SendError::Full(_)) =
-                        member.recipient.try_send(SessionMsg::CatchUp(room.clone()))
-                    {
-                        dropped.push(*id);
-                    }
+                    Self::offer(*id, member, SessionMsg::CatchUp(room.clone()), &mut refused);
                 }
             }
         }
-        for id in dropped {
-            if let Some(member) = self.remove_session(id) {
-                self.evicted += 1;
-                member.recipient.do_send(SessionMsg::Evicted);
-            }
-        }
+        self.drop_refused(refused);
     }
 }
 
