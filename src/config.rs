@@ -76,6 +76,82 @@ pub struct Settings {
     /// Limits that protect the hub from its clients.
     #[command(flatten)]
     pub limits: Limits,
+
+    /// How versioned rooms are delivered and recovered.
+    #[command(flatten)]
+    pub delivery: Delivery,
+}
+
+/// Default interval of the anti-entropy check, in milliseconds.
+pub const DEFAULT_ANTI_ENTROPY_MS: u64 = 2_000;
+/// Default time a room's change log may stay unreadable before its sockets close.
+pub const DEFAULT_RECOVERY_DEADLINE_SECS: u64 = 10;
+
+/// How versioned rooms are delivered and recovered.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Delivery")]
+pub struct Delivery {
+    /// Comma-separated patterns of rooms whose emitted events are versioned and kept
+    /// (exact names, or a prefix ending in `*`).
+    #[arg(
+        long,
+        env = "EVENTIDE_HISTORY_ROOMS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub history_rooms: Vec<String>,
+
+    /// How often each node compares the versions it delivered with the change log, in
+    /// milliseconds: the longest a lost last event stays lost.
+    #[arg(long, env = "EVENTIDE_ANTI_ENTROPY_MS", default_value_t = DEFAULT_ANTI_ENTROPY_MS, value_parser = number::<u64>)]
+    pub anti_entropy_ms: u64,
+
+    /// Seconds a joined room's change log may stay unreadable before its sockets are
+    /// closed with 1013 (their clients reconnect and recover with `since`).
+    #[arg(long, env = "EVENTIDE_RECOVERY_DEADLINE_SECS", default_value_t = DEFAULT_RECOVERY_DEADLINE_SECS, value_parser = number::<u64>)]
+    pub recovery_deadline_secs: u64,
+
+    /// A fail point for failure tests, never for production: every availability change
+    /// stops forever after its commit, before it is published, so a test can kill the
+    /// node at that moment.
+    #[arg(
+        long,
+        env = "EVENTIDE_TEST_PAUSE_AFTER_COMMIT",
+        default_value_t = false
+    )]
+    pub pause_after_commit: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            history_rooms: Vec::new(),
+            anti_entropy_ms: DEFAULT_ANTI_ENTROPY_MS,
+            recovery_deadline_secs: DEFAULT_RECOVERY_DEADLINE_SECS,
+            pause_after_commit: false,
+        }
+    }
+}
+
+impl Delivery {
+    /// The anti-entropy interval (at least 50 ms).
+    pub fn anti_entropy_interval(&self) -> Duration {
+        Duration::from_millis(self.anti_entropy_ms.max(50))
+    }
+
+    /// How long recovery reads are retried before sockets are closed.
+    pub fn recovery_deadline(&self) -> Duration {
+        Duration::from_secs(self.recovery_deadline_secs.max(1))
+    }
+
+    /// The history room patterns that are set (an empty variable means none).
+    pub fn history_patterns(&self) -> Vec<String> {
+        self.history_rooms
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
 }
 
 /// Limits that keep one client from hurting the others. All are configurable through
@@ -186,6 +262,7 @@ impl Settings {
             redis_url: None,
             redis_prefix: "eventide:".into(),
             limits: Limits::default(),
+            delivery: Delivery::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod availability;
+pub mod changelog;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -117,6 +117,8 @@ pub struct Metrics {
     db_in_use: IntGauge,
     db_max: IntGauge,
     redis_up: Option<IntGauge>,
+    /// Sequencer, anti-entropy and relay counters.
+    pub delivery: crate::rooms::DeliveryMetrics,
 }
 
 impl Metrics {
@@ -273,6 +275,7 @@ impl Metrics {
             db_in_use: db.with_label_values(&["in_use"]),
             db_max,
             redis_up,
+            delivery: crate::rooms::DeliveryMetrics::new(&registry),
             registry,
         }
     }

@@ -15,13 +15,15 @@ use actix_web::{
 
 use crate::auth::TokenVerifier;
 use crate::availability::{self, AvailabilityStore};
+use crate::changelog::ChangeLog;
 use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
 use crate::error::{self, ApiError};
 use crate::health::DatabaseProbe;
 use crate::metrics::Metrics;
-use crate::rooms::{self, CloseAll, Hub};
+use crate::rooms::sequencer::HoldLimits;
+use crate::rooms::{self, Hub, ShardConfig};
 use crate::ws::{self, Origins, WsContext};
 use crate::{health, metrics, openapi, page};
 
@@ -73,7 +75,10 @@ impl Application {
         };
 
         let backplane = match &settings.redis_url {
-            Some(url) => Some(Backplane::new(url, &settings.redis_prefix).map_err(StartupError)?),
+            Some(url) => Some(
+                Backplane::new(url, &settings.redis_prefix)
+                    .map_err(|e| StartupError(e.to_string()))?,
+            ),
             None => None,
         };
         if backplane.is_some() && target.sqlite_path().is_some() {
@@ -84,19 +89,23 @@ impl Application {
         }
         // One set of metrics per hub, never a global: tests run many hubs in one process.
         let metrics = Arc::new(Metrics::new(backplane.is_some()));
-        let hub = Hub::start(backplane.clone(), metrics.clone());
-        if let Some(backplane) = &backplane {
-            backplane.clone().start(hub.registry().clone()).await;
-        }
         let limits = settings.limits.clone();
+        let delivery = &settings.delivery;
+        let changelog = ChangeLog::new(
+            pool.clone(),
+            &delivery.history_patterns(),
+            limits.max_history_per_provider,
+        );
+        let hub = start_hub(&settings, changelog, backplane, metrics.clone()).await;
         let store =
-            AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider);
+            AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider)
+                .pause_after_commit(delivery.pause_after_commit);
         let origins = Origins::new(&settings.allowed_origins);
         let ws_context = Arc::new(WsContext::new(
             hub.clone(),
-            store.clone(),
             verifier.clone(),
             limits.clone(),
+            delivery.recovery_deadline(),
             origins.clone(),
             metrics.clone(),
         ));
@@ -211,6 +220,29 @@ impl Application {
     }
 }
 
+/// Starts the hub and, in a cluster, its link to Redis (waiting for the first
+/// subscription, so a node that starts with Redis up hears its peers at once).
+async fn start_hub(
+    settings: &Settings,
+    changelog: ChangeLog,
+    backplane: Option<Arc<Backplane>>,
+    metrics: Arc<Metrics>,
+) -> Hub {
+    let config = ShardConfig {
+        anti_entropy_interval: settings.delivery.anti_entropy_interval(),
+        recovery_deadline: settings.delivery.recovery_deadline(),
+        hold: HoldLimits {
+            count: 4096,
+            bytes: settings.limits.max_pending_bytes * 4,
+        },
+    };
+    let hub = Hub::new(config, changelog, backplane.clone(), metrics.clone());
+    if let Some(backplane) = &backplane {
+        backplane.start(hub.clone(), metrics).await;
+    }
+    hub
+}
+
 /// Stops a running hub: stop accepting, close every socket with 1001, let in-flight
 /// requests finish, stop.
 #[derive(Clone)]
@@ -223,8 +255,14 @@ impl Shutdown {
     /// Runs the shutdown; returns when the server has stopped.
     pub async fn run(self) {
         self.server.pause().await;
-        let sockets = self.hub.registry().send(CloseAll).await.unwrap_or(0);
+        let sockets = self.hub.close_all().await;
         log::info!("closing {sockets} socket(s) with 1001");
+        if let Some(backplane) = self.hub.backplane() {
+            // What cannot be published now, the other nodes' anti-entropy recovers.
+            if !backplane.drain(SOCKET_DRAIN).await {
+                log::warn!("shutdown: some events were not published to Redis");
+            }
+        }
         let deadline = tokio::time::Instant::now() + SOCKET_DRAIN;
         while tokio::time::Instant::now() < deadline {
             match self.hub.stats().await {

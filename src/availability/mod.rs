@@ -9,4 +9,4 @@ mod store;
 
 pub use events::{availability_frame, Action};
 pub use model::{validate, NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
-pub use store::{Availability, AvailabilityStore, Replay, StoreError};
+pub use store::{Availability, AvailabilityStore, StoreError};

@@ -1,9 +1,10 @@
 //! Storage of slots with diesel, and the versioned change log.
 //!
 //! Each change runs in one transaction that bumps the provider's version, writes the
-//! slot and appends the exact frame to the change log; the frame is then handed to
-//! the hub. A per-provider lock spans commit and hand-off so that, on this node,
-//! events of one provider reach the registry in version order.
+//! slot and appends the exact frame to the change log. Only after the commit, with no
+//! lock held, is the frame handed to the hub: order comes from the versions (each
+//! room's sequencer delivers them in order), so publishing needs no lock, and a slow
+//! Redis never holds a writer or a database connection.
 //!
 //! Everything here blocks; the async methods run it on the blocking pool.
 
@@ -12,16 +13,16 @@ use std::sync::{Arc, Mutex};
 use actix_web::web;
 use bytestring::ByteString;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::events::{availability_frame, Action};
 use super::model::{validate, NewSlot, Slot, SlotPatch, SlotRow};
 use crate::db::schema::{availability_changes, providers, slots};
-use crate::db::{AnyConnection, DbPool};
+use crate::db::{read_transaction, AnyConnection, DbPool};
 use crate::error::ApiError;
-use crate::rooms::{Deliver, Hub, RoomName};
+use crate::metrics::Origin;
+use crate::rooms::{Event, Hub, RoomName, Target};
 
 /// Why a storage operation failed.
 #[derive(Debug)]
@@ -89,17 +90,6 @@ pub struct Availability {
     pub slots: Vec<Slot>,
 }
 
-/// What a rejoining client missed.
-#[derive(Debug, Clone)]
-pub struct Replay {
-    /// The provider's current version.
-    pub version: i64,
-    /// Whether every change after `since` is in `frames`.
-    pub recovered: bool,
-    /// The missed frames, in version order, as `(version, frame)`.
-    pub frames: Vec<(i64, String)>,
-}
-
 /// Serializes writers of one provider on this node (striped, fixed memory).
 struct ProviderLocks([Mutex<()>; 64]);
 
@@ -118,6 +108,8 @@ pub struct AvailabilityStore {
     hub: Hub,
     locks: Arc<ProviderLocks>,
     history: i64,
+    /// Test fail point: stop forever between a commit and its publish.
+    pause_after_commit: bool,
 }
 
 fn now() -> NaiveDateTime {
@@ -127,19 +119,6 @@ fn now() -> NaiveDateTime {
 fn get_conn(pool: &DbPool) -> Result<crate::db::PooledConnection, StoreError> {
     pool.get()
         .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
-}
-
-/// Runs `f` in a transaction that, on PostgreSQL, sees one snapshot throughout.
-fn read_transaction<T>(
-    conn: &mut AnyConnection,
-    f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.transaction(|conn| {
-        if let AnyConnection::Postgresql(pg) = conn {
-            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
-        }
-        f(conn)
-    })
 }
 
 fn current_version(conn: &mut AnyConnection, provider_id: i64) -> Result<i64, StoreError> {
@@ -219,7 +198,15 @@ impl AvailabilityStore {
             hub,
             locks: Arc::new(ProviderLocks(std::array::from_fn(|_| Mutex::new(())))),
             history,
+            pause_after_commit: false,
         }
+    }
+
+    /// Makes every change stop forever after its commit, before it is published: the
+    /// fail point with which tests kill a node at the worst moment.
+    pub fn pause_after_commit(mut self, pause: bool) -> Self {
+        self.pause_after_commit = pause;
+        self
     }
 
     /// The provider's slots overlapping [`from`, `to`), ordered by start.
@@ -260,45 +247,6 @@ impl AvailabilityStore {
     pub async fn get(&self, id: i64) -> Result<Slot, StoreError> {
         let pool = self.pool.clone();
         web::block(move || load_row(&mut *get_conn(&pool)?, id).map(Slot::from)).await?
-    }
-
-    /// The provider's current version.
-    pub async fn version(&self, provider_id: i64) -> Result<i64, StoreError> {
-        let pool = self.pool.clone();
-        web::block(move || current_version(&mut *get_conn(&pool)?, provider_id)).await?
-    }
-
-    /// The changes of `provider_id` after version `since`, if all are still kept.
-    pub async fn replay(&self, provider_id: i64, since: i64) -> Result<Replay, StoreError> {
-        let pool = self.pool.clone();
-        web::block(move || {
-            let mut conn = get_conn(&pool)?;
-            read_transaction(&mut conn, |conn| {
-                let version = current_version(conn, provider_id)?;
-                if since >= version {
-                    // A client ahead of the database (it was reset) must re-fetch.
-                    return Ok(Replay {
-                        version,
-                        recovered: since == version,
-                        frames: Vec::new(),
-                    });
-                }
-                let frames: Vec<(i64, String)> = availability_changes::table
-                    .filter(availability_changes::provider_id.eq(provider_id))
-                    .filter(availability_changes::version.gt(since))
-                    .filter(availability_changes::version.le(version))
-                    .order(availability_changes::version.asc())
-                    .select((availability_changes::version, availability_changes::frame))
-                    .load(conn)?;
-                let complete = frames.len() as i64 == version - since;
-                Ok(Replay {
-                    version,
-                    recovered: complete,
-                    frames: if complete { frames } else { Vec::new() },
-                })
-            })
-        })
-        .await?
     }
 
     /// Creates a slot and announces it.
@@ -381,8 +329,9 @@ impl AvailabilityStore {
         .await
     }
 
-    /// One change: version bump, the slot write `write`, the change-log row, then the
-    /// event to the hub, all under the provider's lock.
+    /// One change: the transaction (version bump, the slot write `write`, the
+    /// change-log row) under this node's provider lock, then, with no lock held, the
+    /// event to the hub.
     async fn change<F>(
         &self,
         provider_id: i64,
@@ -393,47 +342,43 @@ impl AvailabilityStore {
         F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        web::block(move || {
+        let (slot, version, frame) = web::block(move || {
+            // Writers of one provider queue here rather than on the database's lock;
+            // across nodes the version bump's row lock serializes them.
             let _guard = store.locks.lock(provider_id);
             let mut conn = get_conn(&store.pool)?;
-            // Across nodes, a PostgreSQL advisory lock plays the part of the local lock:
-            // held from the version bump until the event is published, so a provider's
-            // events reach Redis in version order.
-            if let AnyConnection::Postgresql(pg) = &mut *conn {
-                diesel::sql_query("SELECT pg_advisory_lock($1)")
-                    .bind::<diesel::sql_types::BigInt, _>(provider_id)
-                    .execute(pg)?;
-            }
-            let result = store.commit_and_publish(&mut conn, provider_id, action, &write);
-            if let AnyConnection::Postgresql(pg) = &mut *conn {
-                let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-                    .bind::<diesel::sql_types::BigInt, _>(provider_id)
-                    .execute(pg);
-                if unlocked.is_err() {
-                    // A connection that cannot unlock is broken: the pool's check on
-                    // the next checkout discards it, and the lock dies with it.
-                    let _ = pg.batch_execute("SELECT pg_advisory_unlock_all()");
-                }
-            }
-            result
+            store.commit_retrying(&mut conn, provider_id, action, &write)
         })
-        .await?
+        .await??;
+        if self.pause_after_commit {
+            // A test's fail point: the node dies here, between commit and publish.
+            log::warn!("change {provider_id}@{version} committed; pausing before publish");
+            std::future::pending::<()>().await;
+        }
+        let event = Event {
+            target: Target::Room(RoomName::for_provider(provider_id)),
+            version: Some(version),
+            frame,
+        };
+        if self.hub.publish(event, Origin::Rest).await.is_err() {
+            log::warn!("change {provider_id}@{version} committed while the hub is stopping");
+        }
+        Ok(slot)
     }
 
-    /// Commits one change (retrying the rare lost race on a provider's first version)
-    /// and hands its frame to the hub. The caller holds the provider's locks.
-    fn commit_and_publish<F>(
+    /// Commits one change, retrying the rare lost race on a provider's first version.
+    fn commit_retrying<F>(
         &self,
         conn: &mut AnyConnection,
         provider_id: i64,
         action: Action,
         write: &F,
-    ) -> Result<Slot, StoreError>
+    ) -> Result<(Slot, i64, ByteString), StoreError>
     where
         F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError>,
     {
         let mut attempt = 0;
-        let (slot, version, frame) = loop {
+        loop {
             attempt += 1;
             match self.commit(conn, provider_id, action, write) {
                 // Two nodes creating a provider's first version at once: one insert
@@ -442,18 +387,9 @@ impl AvailabilityStore {
                     DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
                     _,
                 ))) if attempt < 3 => continue,
-                other => break other?,
+                other => return other,
             }
-        };
-        let delivered = self.hub.publish_blocking(Deliver {
-            room: Some(RoomName::for_provider(provider_id)),
-            version: Some(version),
-            frame,
-        });
-        if delivered.is_err() {
-            log::warn!("change {provider_id}@{version} committed while the hub is stopping");
         }
-        Ok(slot)
     }
 
     /// One transaction: version bump first, the slot write, the change-log row, and

@@ -1,17 +1,23 @@
-//! More than one node: the Redis backplane that carries every event to every node.
+//! More than one node: Redis carries the news of every event to the nodes that serve
+//! its room; the change log in the database stays the truth.
 //!
-//! Publish-then-deliver-on-receipt: a node that produces an event publishes it to
-//! Redis and does not deliver it itself; every node, the publisher included, delivers
-//! what it receives from its subscription to its own registry. So each node delivers
-//! each event exactly once. Order: the writers of one provider are serialized across
-//! nodes (a PostgreSQL advisory lock held from the version bump through the publish),
-//! so Redis receives — and every subscriber sees — a provider's events in version order.
+//! A node publishes after commit, outside every lock, through a bounded relay that
+//! retries ([`relay`]); it delivers its own events itself, at once. It subscribes only
+//! to the rooms it has members in (plus one channel for broadcasts and user events)
+//! ([`subscriber`]). Order and exactly-once come from versions, not from Redis: every
+//! versioned event goes through its room's sequencer on every node, and the
+//! anti-entropy tick finds whatever Redis lost. So a Redis that is slow, paused or down
+//! delays delivery across nodes by at most a few seconds and loses nothing that was
+//! committed; events of rooms without history published while Redis is unreachable
+//! are lost for the other nodes.
 //!
-//! When Redis is unreachable a node keeps serving its own sockets (its events are
-//! delivered locally), reports not ready, and resubscribes with backoff; after a
-//! resubscription every session in a provider room replays what it missed from the
-//! database change log.
+//! Channels are `{prefix}room:{room}` and `{prefix}all`. A room's channel names only
+//! that room, so Redis Cluster's sharded pub/sub (SSUBSCRIBE/SPUBLISH) can carry them
+//! across shards with the same shape.
 
 mod backplane;
+mod envelope;
+mod relay;
+mod subscriber;
 
-pub use backplane::Backplane;
+pub use backplane::{Backplane, BackplaneError};

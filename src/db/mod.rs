@@ -108,6 +108,21 @@ pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
         .map_err(DbError::Pool)
 }
 
+/// Runs `f` in a transaction that, on PostgreSQL, sees one snapshot throughout.
+pub fn read_transaction<T, E: From<diesel::result::Error>>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    conn.transaction(|conn| {
+        if let AnyConnection::Postgresql(pg) = conn {
+            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+        }
+        f(conn)
+    })
+}
+
 /// Checks that the database answers a trivial query.
 pub fn ping(pool: &DbPool) -> Result<(), String> {
     use diesel::connection::SimpleConnection;

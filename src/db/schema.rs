@@ -36,4 +36,28 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(providers, slots, availability_changes);
+diesel::table! {
+    /// Each history room's stream position.
+    room_streams (room) {
+        room -> Text,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// The last events of each history room, as the exact frames that were sent.
+    room_events (room, version) {
+        room -> Text,
+        version -> BigInt,
+        frame -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    providers,
+    slots,
+    availability_changes,
+    room_streams,
+    room_events
+);

@@ -1,22 +1,33 @@
-//! The `Hub` handle: how REST handlers and services send events to rooms (the seed's
-//! `WebsocketsService` with `emitToRoom` / `emitToAll`).
+//! The `Hub`: the one door into this node's room registry. Sessions connect, join and
+//! leave through it; REST handlers, the availability store and the cluster publish
+//! through it.
 //!
-//! Every event is serialized once, here or in the availability store, and the same
-//! bytes reach every recipient. In a cluster the event goes to Redis and every node
-//! (this one included) delivers it on receipt; if Redis cannot be reached it is
-//! delivered to this node's sockets only.
+//! The registry is sharded: one [`RoomRegistry`] per worker thread, started the first
+//! time a session of that thread connects. A session only ever talks to its own
+//! thread's shard; a published event is handed once to every shard.
+//!
+//! Publishing is one path whatever the origin: the event goes to this node's shards at
+//! once (each versioned room's sequencer puts it in order) and, in a cluster, to the
+//! relay that publishes it to Redis for the other nodes. Nothing here waits on Redis.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::{event_frame, Deliver, Fanout, RegistryStats, RoomName, RoomRegistry, Stats};
+use super::index::RoomIndex;
+use super::messages::*;
+use super::sequencer::{HoldLimits, Read};
+use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
+use crate::changelog::{ChangeLog, LogError};
 use crate::cluster::Backplane;
 use crate::metrics::{Metrics, Origin};
 
-/// How long a publisher waits before trying a full registry mailbox again.
+/// How long a publisher waits before trying a full shard mailbox again.
 const FULL_MAILBOX_BACKOFF: Duration = Duration::from_millis(1);
 
 /// The registry is gone: the hub is shutting down.
@@ -29,121 +40,320 @@ impl std::fmt::Display for HubError {
     }
 }
 
-/// A cheap, clonable handle to this node's room registry (and the cluster, if any).
-#[derive(Clone)]
-pub struct Hub {
-    registry: Addr<RoomRegistry>,
+impl std::error::Error for HubError {}
+
+/// Why an event could not be emitted.
+#[derive(Debug)]
+pub enum EmitError {
+    /// The hub is shutting down.
+    Stopped(HubError),
+    /// A history room's change log could not be written.
+    Log(LogError),
+}
+
+impl std::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EmitError::Stopped(e) => e.fmt(f),
+            EmitError::Log(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+/// How each shard delivers versioned rooms.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardConfig {
+    /// How often each shard compares its versioned rooms with the change log.
+    pub anti_entropy_interval: Duration,
+    /// How long a room's change log may stay unreadable before its sockets close.
+    pub recovery_deadline: Duration,
+    /// What one room's sequencer holds at most while a gap is read.
+    pub hold: HoldLimits,
+}
+
+/// Gives every hub of the process its own key in the per-thread shard table.
+static NEXT_HUB: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's shard of each hub running in the process.
+    static LOCAL_SHARDS: RefCell<HashMap<u64, Addr<RoomRegistry>>> = RefCell::new(HashMap::new());
+}
+
+struct Inner {
+    id: u64,
+    /// Every shard started so far; a shard whose thread stopped is dropped on the next
+    /// publish that finds it closed.
+    shards: Mutex<Vec<Addr<RoomRegistry>>>,
+    index: Arc<RoomIndex>,
+    changelog: ChangeLog,
     backplane: Option<Arc<Backplane>>,
+    config: ShardConfig,
     metrics: Arc<Metrics>,
 }
 
+/// A cheap, clonable handle to this node's rooms (and the cluster, if any).
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
 impl Hub {
-    /// Starts a registry on the current arbiter and returns its handle.
-    pub fn start(backplane: Option<Arc<Backplane>>, metrics: Arc<Metrics>) -> Self {
+    /// A hub with no shard yet (each worker thread starts its own on first use).
+    pub fn new(
+        config: ShardConfig,
+        changelog: ChangeLog,
+        backplane: Option<Arc<Backplane>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Hub {
-            registry: RoomRegistry::new(metrics.clone()).start(),
-            backplane,
-            metrics,
+            inner: Arc::new(Inner {
+                id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
+                shards: Mutex::new(Vec::new()),
+                index: Arc::default(),
+                changelog,
+                backplane,
+                config,
+                metrics,
+            }),
         }
-    }
-
-    /// This hub's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The registry actor, for sessions.
-    pub fn registry(&self) -> &Addr<RoomRegistry> {
-        &self.registry
     }
 
     /// The cluster backplane, when this node is part of one.
     pub fn backplane(&self) -> Option<&Arc<Backplane>> {
-        self.backplane.as_ref()
+        self.inner.backplane.as_ref()
     }
 
-    /// Sends `{"event", "room", "data"}` to every session in `room`.
+    /// The rooms with members on this node.
+    pub fn index(&self) -> &Arc<RoomIndex> {
+        &self.inner.index
+    }
+
+    /// The change log behind versioned rooms.
+    pub fn changelog(&self) -> &ChangeLog {
+        &self.inner.changelog
+    }
+
+    /// Registers a session with this thread's shard.
+    pub fn connect(&self, id: SessionId, sub: Arc<str>, recipient: Recipient<SessionMsg>) -> Link {
+        let shard = self.local_shard();
+        shard.do_send(Connect { id, sub, recipient });
+        Link {
+            id,
+            shard,
+            hub: self.clone(),
+        }
+    }
+
+    /// This thread's shard, started on first use.
+    fn local_shard(&self) -> Addr<RoomRegistry> {
+        LOCAL_SHARDS.with(|shards| {
+            let mut shards = shards.borrow_mut();
+            if let Some(shard) = shards.get(&self.inner.id).filter(|s| s.connected()) {
+                return shard.clone();
+            }
+            let inner = &self.inner;
+            let shard = RoomRegistry::new(
+                inner.config,
+                inner.changelog.clone(),
+                inner.index.clone(),
+                inner.metrics.clone(),
+            )
+            .start();
+            self.lock_shards().push(shard.clone());
+            shards.insert(inner.id, shard.clone());
+            shard
+        })
+    }
+
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Addr<RoomRegistry>>> {
+        self.inner.shards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shards(&self) -> Vec<Addr<RoomRegistry>> {
+        let mut shards = self.lock_shards();
+        shards.retain(Addr::connected);
+        shards.clone()
+    }
+
+    /// Sends `{"event", "room", "data"}` to every session in `room`, or, for a room
+    /// with history, appends it to the room's change log first and sends it with the
+    /// room's next `version`.
     pub async fn emit_to_room(
         &self,
         room: &RoomName,
         event: &str,
         data: &Value,
-    ) -> Result<(), HubError> {
-        self.metrics.published(Origin::Emit).inc();
-        let frame = event_frame(event, Some(room.as_str()), data);
-        self.publish(Deliver {
-            room: Some(room.clone()),
-            version: None,
+    ) -> Result<(), EmitError> {
+        let (version, frame) = if self.inner.changelog.is_history_room(room) {
+            let (version, frame) = self
+                .inner
+                .changelog
+                .append(room, event, data)
+                .await
+                .map_err(EmitError::Log)?;
+            (Some(version), frame)
+        } else {
+            let target = FrameTarget {
+                room: Some(room.as_str()),
+                ..FrameTarget::default()
+            };
+            (None, frame_to(event, target, data))
+        };
+        let event = Event {
+            target: Target::Room(room.clone()),
+            version,
             frame,
-        })
-        .await
+        };
+        self.publish(event, Origin::Emit)
+            .await
+            .map_err(EmitError::Stopped)
     }
 
     /// Sends `{"event", "data"}` to every session.
     pub async fn emit_to_all(&self, event: &str, data: &Value) -> Result<(), HubError> {
-        self.metrics.published(Origin::Emit).inc();
-        let frame = event_frame(event, None, data);
-        self.publish(Deliver {
-            room: None,
+        let frame = frame_to(event, FrameTarget::default(), data);
+        let event = Event {
+            target: Target::All,
             version: None,
             frame,
-        })
-        .await
+        };
+        self.publish(event, Origin::Emit).await
     }
 
-    /// Hands a serialized event to the cluster or, alone, to the registry (waiting
-    /// while its mailbox is full).
-    pub async fn publish(&self, deliver: Deliver) -> Result<(), HubError> {
-        if let Some(backplane) = self.backplane.clone() {
-            let copy = deliver.clone();
-            match actix_web::web::block(move || backplane.publish_blocking(&copy)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => log::warn!("{e}; delivering to this node only"),
-                Err(e) => log::warn!("cannot publish to Redis: {e}; delivering to this node only"),
-            }
+    /// Sends `{"event", "user", "data"}` to every session of the subject `sub`.
+    pub async fn emit_to_user(&self, sub: &str, event: &str, data: &Value) -> Result<(), HubError> {
+        let target = FrameTarget {
+            user: Some(sub),
+            ..FrameTarget::default()
+        };
+        let frame = frame_to(event, target, data);
+        let event = Event {
+            target: Target::User(Arc::from(sub)),
+            version: None,
+            frame,
+        };
+        self.publish(event, Origin::Emit).await
+    }
+
+    /// Publishes an event produced on this node: to this node's shards at once and, in
+    /// a cluster, through the relay to the other nodes. Never waits on Redis.
+    pub async fn publish(&self, event: Event, origin: Origin) -> Result<(), HubError> {
+        self.inner.metrics.published(origin).inc();
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.publish(&event);
         }
-        // Enqueue, not `send().await`: the caller (an emit request) must not wait for
-        // the fan-out to every member, only for room in the bounded mailbox.
-        let mut msg = Fanout(deliver);
-        while let Some(back) = self.enqueue(msg)? {
-            msg = back;
-            tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
+        self.to_shards(event).await
+    }
+
+    /// Delivers an event another node published.
+    pub async fn deliver_from_cluster(&self, event: Event) -> Result<(), HubError> {
+        self.inner.metrics.published(Origin::Backplane).inc();
+        self.to_shards(event).await
+    }
+
+    /// Hands `event` to every shard, waiting (briefly, repeatedly) while a mailbox is
+    /// full, so the queue stays bounded without dropping anything.
+    async fn to_shards(&self, event: Event) -> Result<(), HubError> {
+        for shard in self.shards() {
+            let mut msg = Publish(event.clone());
+            loop {
+                match shard.try_send(msg) {
+                    Ok(()) => break,
+                    Err(SendError::Full(back)) => {
+                        msg = back;
+                        tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
+                    }
+                    Err(SendError::Closed(_)) => break, // that worker stopped
+                }
+            }
         }
         Ok(())
     }
 
-    /// The same as [`Hub::publish`], for blocking-pool threads: it waits (sleeping
-    /// briefly) while the registry's mailbox is full, so the queue stays bounded.
-    /// This is the availability store's path, so it counts the event as
-    /// `origin="rest"`.
-    pub fn publish_blocking(&self, deliver: Deliver) -> Result<(), HubError> {
-        self.metrics.published(Origin::Rest).inc();
-        if let Some(backplane) = &self.backplane {
-            match backplane.publish_blocking(&deliver) {
-                Ok(()) => return Ok(()),
-                Err(e) => log::warn!("{e}; delivering to this node only"),
-            }
-        }
-        let mut msg = Fanout(deliver);
-        while let Some(back) = self.enqueue(msg)? {
-            msg = back;
-            std::thread::sleep(FULL_MAILBOX_BACKOFF);
-        }
-        Ok(())
-    }
-
-    /// One attempt to put `msg` in the registry's bounded mailbox; gives it back when
-    /// the mailbox is full.
-    fn enqueue(&self, msg: Fanout) -> Result<Option<Fanout>, HubError> {
-        match self.registry.try_send(msg) {
-            Ok(()) => Ok(None),
-            Err(SendError::Full(back)) => Ok(Some(back)),
-            Err(SendError::Closed(_)) => Err(HubError),
+    /// Makes every shard compare its versioned rooms with the change log now.
+    pub fn recheck(&self) {
+        for shard in self.shards() {
+            shard.do_send(Recheck);
         }
     }
 
-    /// The registry's counters.
+    /// Tells every session to close with 1001; answers how many there were.
+    pub async fn close_all(&self) -> usize {
+        let mut closed = 0;
+        for shard in self.shards() {
+            closed += shard.send(CloseAll).await.unwrap_or(0);
+        }
+        closed
+    }
+
+    /// The registry's counters, over every shard.
     pub async fn stats(&self) -> Result<RegistryStats, HubError> {
-        self.registry.send(Stats).await.map_err(|_| HubError)
+        let mut total = RegistryStats::default();
+        for shard in self.shards() {
+            total = total + shard.send(Stats).await.map_err(|_| HubError)?;
+        }
+        total.rooms = self.inner.index.len();
+        Ok(total)
+    }
+}
+
+/// A session's membership in its shard: the only way a session reaches the registry.
+pub struct Link {
+    id: SessionId,
+    shard: Addr<RoomRegistry>,
+    hub: Hub,
+}
+
+/// What a joining session missed, read from the change log.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The room's version in the database.
+    pub head: i64,
+    /// Whether every version in the asked range is in `frames`.
+    pub complete: bool,
+    /// The missed frames, in order.
+    pub frames: Vec<super::sequencer::Versioned>,
+}
+
+impl Link {
+    /// Joins `room`; answers where its stream stands on this node.
+    pub async fn join(&self, room: RoomName) -> Result<Joined, JoinError> {
+        let join = Join { id: self.id, room };
+        self.shard.send(join).await.unwrap_or(Err(JoinError::Gone))
+    }
+
+    /// Leaves `room`. Sent in order after any earlier join of the same session.
+    pub fn leave(&self, room: RoomName) {
+        self.shard.do_send(Leave { id: self.id, room });
+    }
+
+    /// Reads the versions of `room` in (`after`, `upto`] from the change log.
+    pub async fn replay(&self, room: &RoomName, after: i64, upto: i64) -> Result<Replay, LogError> {
+        let changelog = &self.hub.inner.changelog;
+        let Some(stream) = changelog.stream_of(room) else {
+            return Ok(Replay::default());
+        };
+        let read = changelog.read(stream, Read::After(after)).await?;
+        let frames: Vec<_> = read
+            .frames
+            .iter()
+            .filter(|(v, _)| *v <= upto)
+            .cloned()
+            .collect();
+        let wanted = upto.min(read.head) - after;
+        let complete = wanted <= 0 || frames.len() as i64 == wanted;
+        Ok(Replay {
+            head: read.head,
+            complete,
+            // Part of a history is no use: the client re-fetches the whole state.
+            frames: if complete { frames } else { Vec::new() },
+        })
+    }
+
+    /// Deregisters the session.
+    pub fn disconnect(&self) {
+        self.shard.do_send(Disconnect { id: self.id });
     }
 }

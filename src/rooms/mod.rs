@@ -1,16 +1,21 @@
-//! Rooms: the [`RoomRegistry`] actor that knows which sessions are in which room, and
-//! the [`Hub`] handle the rest of the hub uses to send events to rooms.
+//! Rooms: the sharded [`RoomRegistry`] that knows which sessions are in which room and
+//! delivers each versioned room's events in order, and the [`Hub`], the one door the
+//! rest of the hub uses to reach it.
 
+mod delivery_metrics;
 mod frame;
 mod hub;
+mod index;
+mod messages;
 mod name;
 mod registry;
 pub mod routes;
+pub mod sequencer;
 
-pub use frame::event_frame;
-pub use hub::{Hub, HubError};
+pub use delivery_metrics::DeliveryMetrics;
+pub use frame::{event_frame, frame_to, FrameTarget};
+pub use hub::{EmitError, Hub, HubError, Link, Replay, ShardConfig};
+pub use index::RoomIndex;
+pub use messages::{Event, JoinError, Joined, RegistryStats, SessionId, SessionMsg, Target};
 pub use name::{InvalidRoomName, RoomName};
-pub use registry::{
-    CatchUp, CloseAll, Connect, Deliver, Disconnect, Fanout, Join, Leave, Publish, RegistryStats,
-    RoomRegistry, SessionId, SessionMsg, Stats,
-};
+pub use registry::RoomRegistry;

@@ -2,6 +2,7 @@
 //! session actor that owns one socket, and the frames they speak.
 
 mod connections;
+mod joins;
 mod origins;
 mod outbox;
 pub mod protocol;

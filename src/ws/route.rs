@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
@@ -13,7 +14,6 @@ use serde::Deserialize;
 
 use super::{ConnectionCounter, Origins, WsSession};
 use crate::auth::{bearer_token, AuthError, TokenVerifier};
-use crate::availability::AvailabilityStore;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Rejection};
@@ -24,14 +24,14 @@ pub const SUBPROTOCOL: &str = "eventide";
 
 /// What every session of this node shares.
 pub struct WsContext {
-    /// The room registry.
+    /// The rooms.
     pub hub: Hub,
-    /// For the version and replay of joined rooms.
-    pub store: AvailabilityStore,
     /// For the handshake and `refreshToken`.
     pub verifier: web::Data<TokenVerifier>,
     /// The protocol limits.
     pub limits: Limits,
+    /// How long a joining session retries reading what its client missed.
+    pub recovery_deadline: Duration,
     /// Browser origins allowed to connect.
     pub origins: Origins,
     /// Open sockets per token subject.
@@ -45,17 +45,17 @@ impl WsContext {
     /// The shared context of this node's sessions.
     pub fn new(
         hub: Hub,
-        store: AvailabilityStore,
         verifier: web::Data<TokenVerifier>,
         limits: Limits,
+        recovery_deadline: Duration,
         origins: Origins,
         metrics: Arc<Metrics>,
     ) -> Self {
         WsContext {
             hub,
-            store,
             verifier,
             limits,
+            recovery_deadline,
             origins,
             connections: ConnectionCounter::default(),
             metrics,

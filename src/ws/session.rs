@@ -1,19 +1,17 @@
 //! The session actor: one per WebSocket connection.
 //!
-//! It registers with the [`RoomRegistry`] when it starts and deregisters when it
-//! stops; parses, rate-limits and authorizes client frames; joins rooms (replaying
-//! missed changes with `since`); pings the client and drops it when silent; closes
-//! with 4001 when its token expires; and writes every frame through a byte-bounded
-//! [`Outbox`].
+//! It registers with its thread's registry shard (through the [`Hub`](crate::rooms::Hub))
+//! when it starts and deregisters when it stops; parses, rate-limits and authorizes
+//! client frames; runs room requests in the client's order ([`Rooms`]); pings the
+//! client and drops it when silent; closes with 4001 when its token expires; and
+//! writes every frame through a byte-bounded [`Outbox`].
 //!
-//! Joining is the delicate part. The session joins the registry first and only then
-//! reads the room's version (and missed changes) from the database; live events that
-//! arrive meanwhile are held back. When the read returns, the client gets
-//! `joinedRoom`, then the replay, then the held events newer than what it has seen.
-//! Every event is thus delivered once, in version order, and none is lost between
-//! the read and the subscription.
+//! Joining: the session joins its shard first, which answers where the room's stream
+//! stands on this node (version `p`); live events after `p` arrive meanwhile and are
+//! held. The session then reads what the client missed up to `p` from the change log
+//! and sends `joinedRoom`, that replay, then the held events. Every version is thus
+//! delivered once, in order, and none is lost between the read and the subscription.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +20,14 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
+use super::joins::{Arrival, Refusal, RoomRequest, Rooms, Step};
 use super::outbox::Outbox;
 use super::protocol::{self, ClientRequest, ErrorCode, FrameError, Joined};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::route::WsContext;
 use super::{ConnectionSlot, CLOSE_TOKEN_EXPIRED};
 use crate::auth::{may_join, Claims};
-use crate::rooms::{Connect, Deliver, Disconnect, Join, Leave, RoomName, SessionId, SessionMsg};
+use crate::rooms::{Event, JoinError, Link, Replay, RoomName, SessionId, SessionMsg};
 
 /// Longest single wait of the token-expiry timer (a day); it re-arms until `exp`.
 const MAX_EXPIRY_TIMER_SECS: u64 = 86_400;
@@ -36,36 +35,16 @@ const MAX_EXPIRY_TIMER_SECS: u64 = 86_400;
 /// Messages a session's mailbox holds before the registry evicts it as too slow.
 const SESSION_MAILBOX: usize = 1024;
 
-/// Where the session stands in one room.
-enum Membership {
-    /// Waiting for the database; live events are held here meanwhile.
-    Joining {
-        attempt: u64,
-        held: Vec<Deliver>,
-        held_bytes: usize,
-    },
-    /// Receiving live events; `version` is the last one the client has.
-    Live { version: Option<i64> },
-}
+/// The first retry of a replay read that failed; doubles up to a second.
+const FIRST_REPLAY_RETRY: Duration = Duration::from_millis(100);
 
-/// A join in flight: what the client asked and how to answer.
-struct JoinRequest {
-    room: RoomName,
-    attempt: u64,
-    /// The client's `since`, if it sent one.
-    since: Option<i64>,
-    /// Where the replay starts: the client's `since`, or what it already has.
-    replay_from: Option<i64>,
-    reference: Option<Value>,
-    /// Whether to answer `joinedRoom` (not for a catch-up the client did not ask for).
-    announce: bool,
-}
-
-/// What the database said for a join.
+/// What a join found.
 struct JoinResult {
+    /// The stream's position on this node (versioned rooms).
     version: Option<i64>,
-    recovered: Option<bool>,
-    frames: Vec<(i64, String)>,
+    /// With a replay: whether it holds every missed version.
+    complete: bool,
+    frames: Vec<(i64, ByteString)>,
 }
 
 /// One WebSocket connection.
@@ -74,8 +53,9 @@ pub struct WsSession {
     claims: Claims,
     context: Arc<WsContext>,
     outbox: Outbox,
-    rooms: HashMap<RoomName, Membership>,
-    next_attempt: u64,
+    /// Set in `started`: the session's membership in its thread's registry shard.
+    link: Option<Arc<Link>>,
+    rooms: Rooms,
     last_heard: Instant,
     limiter: RateLimiter,
     expiry: Option<SpawnHandle>,
@@ -105,9 +85,9 @@ impl WsSession {
                 limits.max_rate_limited_frames,
                 now,
             ),
+            rooms: Rooms::new(limits.max_rooms_per_connection, limits.max_pending_bytes),
             context,
-            rooms: HashMap::new(),
-            next_attempt: 0,
+            link: None,
             last_heard: now,
             expiry: None,
             closing: false,
@@ -205,146 +185,149 @@ impl WsSession {
         let reference = frame.reference;
         match frame.request {
             Err(error) => self.send_error(reference.as_ref(), &error, ctx),
-            Ok(ClientRequest::JoinRoom { room, since }) => self.join(room, since, reference, ctx),
-            Ok(ClientRequest::LeaveRoom { room }) => self.leave(room, reference, ctx),
+            Ok(ClientRequest::JoinRoom { room, since }) => {
+                let join = RoomRequest::Join {
+                    room,
+                    since,
+                    reference,
+                };
+                self.request(join, ctx)
+            }
+            Ok(ClientRequest::LeaveRoom { room }) => {
+                self.request(RoomRequest::Leave { room, reference }, ctx)
+            }
             Ok(ClientRequest::RefreshToken { token }) => self.refresh(&token, reference, ctx),
         }
     }
 
-    fn join(
-        &mut self,
-        room: RoomName,
-        since: Option<i64>,
-        reference: Option<Value>,
-        ctx: &mut Context<Self>,
-    ) {
-        if !may_join(&self.claims, room.as_str()) {
-            let error = FrameError {
-                code: ErrorCode::Forbidden,
-                message: format!("this token may not join {room}"),
-            };
-            return self.send_error(reference.as_ref(), &error, ctx);
+    fn link(&self) -> Arc<Link> {
+        self.link.clone().expect("linked when the actor started")
+    }
+
+    /// Queues a room request and runs what can run.
+    fn request(&mut self, request: RoomRequest, ctx: &mut Context<Self>) {
+        if let RoomRequest::Join {
+            room, reference, ..
+        } = &request
+        {
+            if !may_join(&self.claims, room.as_str()) {
+                let error = FrameError {
+                    code: ErrorCode::Forbidden,
+                    message: format!("this token may not join {room}"),
+                };
+                return self.send_error(reference.as_ref(), &error, ctx);
+            }
         }
-        let already = self.rooms.get(&room);
-        if already.is_none() && self.rooms.len() >= self.context.limits.max_rooms_per_connection {
-            let error = FrameError {
+        let reference = match &request {
+            RoomRequest::Join { reference, .. } | RoomRequest::Leave { reference, .. } => {
+                reference.clone()
+            }
+        };
+        let refused = match self.rooms.request(request) {
+            Ok(()) => return self.run_requests(ctx),
+            Err(Refusal::TooManyRooms) => FrameError {
                 code: ErrorCode::TooManyRooms,
                 message: format!(
                     "a connection may be in at most {} rooms",
                     self.context.limits.max_rooms_per_connection
                 ),
-            };
-            return self.send_error(reference.as_ref(), &error, ctx);
-        }
-        self.subscribe(room, since, reference, true, ctx);
+            },
+            Err(Refusal::QueueFull) => FrameError {
+                code: ErrorCode::RateLimited,
+                message: "too many room requests waiting: wait for their replies".into(),
+            },
+        };
+        self.send_error(reference.as_ref(), &refused, ctx);
     }
 
-    /// Joins `room` in the registry, then reads its version and what the client missed.
-    /// Rejoining a live room replays from what this client already has, so nothing
-    /// between the two joins is lost or repeated.
-    fn subscribe(
+    /// Runs queued room requests until one has to wait (a join).
+    fn run_requests(&mut self, ctx: &mut Context<Self>) {
+        while let Some(step) = self.rooms.next() {
+            match step {
+                Step::Leave {
+                    room,
+                    reference,
+                    was_member,
+                } => {
+                    if was_member {
+                        self.link().leave(room.clone());
+                        log::debug!("session {} left {room}", self.id);
+                    }
+                    let data = json!({"room": room.as_str()});
+                    let reply = protocol::reply("leftRoom", reference.as_ref(), data);
+                    self.send(reply, ctx);
+                }
+                Step::Join {
+                    room,
+                    since,
+                    replay_from,
+                    reference,
+                } => {
+                    return self.start_join(room, since, replay_from, reference, ctx);
+                }
+            }
+        }
+    }
+
+    /// Joins the room in the registry, then reads what the client missed.
+    fn start_join(
         &mut self,
         room: RoomName,
         since: Option<i64>,
+        replay_from: Option<i64>,
         reference: Option<Value>,
-        announce: bool,
         ctx: &mut Context<Self>,
     ) {
-        let replay_from = since.or(match self.rooms.get(&room) {
-            Some(Membership::Live { version }) => *version,
-            _ => None,
-        });
-        self.next_attempt += 1;
-        let attempt = self.next_attempt;
-        self.rooms.insert(
-            room.clone(),
-            Membership::Joining {
-                attempt,
-                held: Vec::new(),
-                held_bytes: 0,
-            },
-        );
-
-        let registry = self.context.hub.registry().clone();
-        let store = self.context.store.clone();
-        let (id, target) = (self.id, room.clone());
+        let link = self.link();
+        let deadline = Instant::now() + self.context.recovery_deadline;
+        let target = room.clone();
         let lookup = async move {
-            if !registry
-                .send(Join {
-                    id,
-                    room: target.clone(),
-                })
-                .await
-                .unwrap_or(false)
-            {
-                return Err("the hub is shutting down".to_owned());
-            }
-            let Some(provider_id) = target.provider_id() else {
+            let joined = link.join(target.clone()).await?;
+            let (Some(version), Some(from)) = (joined.version, replay_from) else {
                 return Ok(JoinResult {
-                    version: None,
-                    recovered: None,
+                    version: joined.version,
+                    complete: true,
                     frames: Vec::new(),
                 });
             };
-            match replay_from {
-                Some(since) => store.replay(provider_id, since).await.map(|r| JoinResult {
-                    version: Some(r.version),
-                    recovered: Some(r.recovered),
-                    frames: r.frames,
-                }),
-                None => store.version(provider_id).await.map(|v| JoinResult {
-                    version: Some(v),
-                    recovered: None,
+            if from == version {
+                return Ok(JoinResult {
+                    version: Some(version),
+                    complete: true,
                     frames: Vec::new(),
-                }),
+                });
             }
-            .map_err(|e| format!("{:?}", e))
+            let replay = replay_with_retries(&link, &target, from, version, deadline).await?;
+            Ok(JoinResult {
+                version: Some(version),
+                // A client ahead of the database (it was reset) must re-fetch.
+                complete: replay.complete && from <= replay.head,
+                frames: replay.frames,
+            })
         };
-        let request = JoinRequest {
-            room,
-            attempt,
-            since,
-            replay_from,
-            reference,
-            announce,
-        };
-        ctx.spawn(
-            lookup
-                .into_actor(self)
-                .map(move |result, act, ctx| act.finish_join(request, result, ctx)),
-        );
+        ctx.spawn(lookup.into_actor(self).map(move |result, act, ctx| {
+            act.finish_join(room, since, replay_from, reference, result, ctx);
+            act.run_requests(ctx);
+        }));
     }
 
     fn finish_join(
         &mut self,
-        request: JoinRequest,
-        result: Result<JoinResult, String>,
+        room: RoomName,
+        since: Option<i64>,
+        replay_from: Option<i64>,
+        reference: Option<Value>,
+        result: Result<JoinResult, JoinError>,
         ctx: &mut Context<Self>,
     ) {
-        let JoinRequest {
-            room,
-            attempt,
-            since,
-            replay_from,
-            reference,
-            announce,
-        } = request;
-        // A later join or a leave of the same room superseded this one.
-        let held = match self.rooms.get_mut(&room) {
-            Some(Membership::Joining {
-                attempt: a, held, ..
-            }) if *a == attempt => std::mem::take(held),
-            _ => return,
-        };
         let mut joined = match result {
             Ok(joined) => joined,
             Err(why) => {
-                log::warn!("session {}: join of {room} failed: {why}", self.id);
-                self.rooms.remove(&room);
-                self.context.hub.registry().do_send(Leave {
-                    id: self.id,
-                    room: room.clone(),
-                });
+                self.rooms.join_failed(&room);
+                self.link().leave(room.clone());
+                if why == JoinError::Gone {
+                    return;
+                }
                 let error = FrameError {
                     code: ErrorCode::Unavailable,
                     message: format!("cannot join {room} now: the database did not answer; retry"),
@@ -358,62 +341,31 @@ impl WsSession {
             .outbox
             .has_room_for(replay_bytes + self.context.limits.max_message_bytes)
         {
-            joined.recovered = Some(false);
+            joined.complete = false;
             joined.frames.clear();
         }
-        // The client asked for a replay only if it sent `since`; an implicit rejoin
-        // replays silently.
-        // A catch-up the client did not ask for speaks only when it could not recover:
-        // then the client must re-fetch the snapshot.
-        let recovered = if announce {
-            since.and(joined.recovered)
-        } else {
-            joined.recovered.filter(|complete| !complete)
-        };
-        if announce || recovered == Some(false) {
-            let reply = protocol::reply(
-                "joinedRoom",
-                reference.as_ref(),
-                Joined {
-                    room: room.as_str(),
-                    version: joined.version,
-                    recovered,
-                },
-            );
-            self.send(reply, ctx);
-        }
-        log::debug!("session {} joined {room} (since {replay_from:?})", self.id);
-
-        let mut last = joined.version;
-        for (version, frame) in joined.frames {
-            self.send(ByteString::from(frame), ctx);
-            last = last.max(Some(version));
-        }
-        for deliver in held {
-            match (deliver.version, last) {
-                (Some(v), Some(seen)) if v <= seen => continue,
-                (Some(v), _) => last = Some(v),
-                _ => {}
-            }
-            self.send(deliver.frame, ctx);
-        }
-        self.rooms.insert(room, Membership::Live { version: last });
-    }
-
-    fn leave(&mut self, room: RoomName, reference: Option<Value>, ctx: &mut Context<Self>) {
-        if self.rooms.remove(&room).is_some() {
-            self.context.hub.registry().do_send(Leave {
-                id: self.id,
-                room: room.clone(),
-            });
-            log::debug!("session {} left {room}", self.id);
-        }
+        let (frames, _) = self
+            .rooms
+            .joined(&room, joined.version, replay_from, joined.frames);
+        let recovered = since.and(joined.version).map(|_| joined.complete);
+        // A client that already has more than this node delivered keeps its place.
+        let version = joined
+            .version
+            .map(|v| since.filter(|_| joined.complete).map_or(v, |s| s.max(v)));
         let reply = protocol::reply(
-            "leftRoom",
+            "joinedRoom",
             reference.as_ref(),
-            json!({"room": room.as_str()}),
+            Joined {
+                room: room.as_str(),
+                version,
+                recovered,
+            },
         );
         self.send(reply, ctx);
+        log::debug!("session {} joined {room} (from {replay_from:?})", self.id);
+        for frame in frames {
+            self.send(frame, ctx);
+        }
     }
 
     fn refresh(&mut self, token: &str, reference: Option<Value>, ctx: &mut Context<Self>) {
@@ -442,6 +394,7 @@ impl WsSession {
                     json!({"exp": self.claims.exp}),
                 );
                 self.send(reply, ctx);
+                self.narrow_rooms(ctx);
             }
             Err(why) => {
                 let error = FrameError {
@@ -453,31 +406,62 @@ impl WsSession {
         }
     }
 
-    fn deliver(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        let Some(room) = &deliver.room else {
-            return self.send(deliver.frame, ctx);
+    /// Leaves every room the current token may no longer join.
+    fn narrow_rooms(&mut self, ctx: &mut Context<Self>) {
+        let claims = &self.claims;
+        for room in self.rooms.retain(|room| may_join(claims, room.as_str())) {
+            self.link().leave(room.clone());
+            let data = json!({"room": room.as_str(), "reason": "forbidden"});
+            self.send(protocol::reply("leftRoom", None, data), ctx);
+        }
+    }
+
+    fn deliver(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let Some(room) = event.room() else {
+            return self.send(event.frame, ctx);
         };
-        match self.rooms.get_mut(room) {
-            Some(Membership::Live { version }) => {
-                if let Some(v) = deliver.version {
-                    if version.is_some_and(|seen| v <= seen) {
-                        return;
-                    }
-                    *version = Some(v);
-                }
-                self.send(deliver.frame, ctx);
+        match self.rooms.arrive(room, event.version, &event.frame) {
+            Arrival::Send => self.send(event.frame, ctx),
+            Arrival::Held | Arrival::Drop => {}
+            Arrival::Overflow => self.drop_slow_consumer(ctx),
+        }
+    }
+
+    /// The room's stream skipped versions its change log no longer keeps: the client
+    /// must re-fetch, and is told so as after a `since` too old to recover.
+    fn resync(&mut self, room: RoomName, version: i64, ctx: &mut Context<Self>) {
+        if self.rooms.resync(&room, version) {
+            let joined = Joined {
+                room: room.as_str(),
+                version: Some(version),
+                recovered: Some(false),
+            };
+            self.send(protocol::reply("joinedRoom", None, joined), ctx);
+        }
+    }
+}
+
+/// Reads (`from`, `upto`] of `room`, retrying with backoff until `deadline`.
+async fn replay_with_retries(
+    link: &Link,
+    room: &RoomName,
+    from: i64,
+    upto: i64,
+    deadline: Instant,
+) -> Result<Replay, JoinError> {
+    let mut wait = FIRST_REPLAY_RETRY;
+    loop {
+        match link.replay(room, from, upto).await {
+            Ok(replay) => return Ok(replay),
+            Err(e) if Instant::now() + wait < deadline => {
+                log::warn!("replay of {room} failed: {e}; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
             }
-            Some(Membership::Joining {
-                held, held_bytes, ..
-            }) => {
-                *held_bytes += deliver.frame.len();
-                let too_much = *held_bytes > self.context.limits.max_pending_bytes;
-                held.push(deliver);
-                if too_much {
-                    self.drop_slow_consumer(ctx);
-                }
+            Err(e) => {
+                log::warn!("replay of {room} failed: {e}; giving up");
+                return Err(JoinError::Unavailable);
             }
-            None => {}
         }
     }
 }
@@ -489,10 +473,12 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(SESSION_MAILBOX);
         self.context.metrics.connections.inc();
         self.context.metrics.connections_of(self.claims.role).inc();
-        self.context.hub.registry().do_send(Connect {
-            id: self.id,
-            recipient: ctx.address().recipient(),
-        });
+        let sub: Arc<str> = Arc::from(self.claims.sub.as_str());
+        let link = self
+            .context
+            .hub
+            .connect(self.id, sub, ctx.address().recipient());
+        self.link = Some(Arc::new(link));
         ctx.run_interval(self.context.limits.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)
         });
@@ -509,10 +495,9 @@ impl Actor for WsSession {
         // `refreshToken` keeps the role, so this is the gauge `started` raised.
         self.context.metrics.connections.dec();
         self.context.metrics.connections_of(self.claims.role).dec();
-        self.context
-            .hub
-            .registry()
-            .do_send(Disconnect { id: self.id });
+        if let Some(link) = &self.link {
+            link.disconnect();
+        }
         log::info!("session {} disconnected: sub={}", self.id, self.claims.sub);
     }
 }
@@ -522,14 +507,15 @@ impl Handler<SessionMsg> for WsSession {
 
     fn handle(&mut self, msg: SessionMsg, ctx: &mut Self::Context) {
         match msg {
-            SessionMsg::Event(deliver) => self.deliver(deliver, ctx),
+            SessionMsg::Event(event) => self.deliver(event, ctx),
+            SessionMsg::Resync { room, version } => self.resync(room, version, ctx),
+            SessionMsg::Unavailable => self.close(
+                CloseCode::Again,
+                "a room's history is unreachable; reconnect with since",
+                ctx,
+            ),
             SessionMsg::Evicted => self.drop_slow_consumer(ctx),
             SessionMsg::GoingAway => self.close(CloseCode::Away, "server shutting down", ctx),
-            SessionMsg::CatchUp(room) => {
-                if matches!(self.rooms.get(&room), Some(Membership::Live { .. })) {
-                    self.subscribe(room, None, None, false, ctx);
-                }
-            }
         }
     }
 }

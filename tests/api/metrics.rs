@@ -156,7 +156,10 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     assert_eq!(delta(&published("rest")), 1.0);
     assert_eq!(delta(&published("emit")), 2.0);
     assert_eq!(delta(&published("backplane")), 0.0);
-    assert_eq!(delta("eventide_fanout_duration_seconds_count"), 3.0);
+    // One observation per registry shard with recipients: the two sockets may sit on
+    // one worker thread or on two.
+    let fanouts = delta("eventide_fanout_duration_seconds_count");
+    assert!((3.0..=6.0).contains(&fanouts), "{fanouts}");
     assert_eq!(delta("eventide_rate_limited_frames_total"), 0.0);
     assert_eq!(delta("eventide_slow_consumer_disconnects_total"), 0.0);
     // REST by route pattern, never by raw path.

@@ -1,0 +1,94 @@
+//! The delivery metrics: what an operator watches while gaps are being filled and
+//! while Redis misbehaves.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+/// Counters of the sequencers, the anti-entropy tick and the relay.
+pub struct DeliveryMetrics {
+    /// `eventide_gap_reads_total{result="ok"}`: change-log reads by the sequencers.
+    pub gap_reads_ok: IntCounter,
+    /// `eventide_gap_reads_total{result="error"}`.
+    pub gap_reads_failed: IntCounter,
+    /// `eventide_gap_versions_filled_total`: versions delivered from a change-log read
+    /// rather than from Redis or this node's commit.
+    pub versions_filled: IntCounter,
+    /// `eventide_anti_entropy_runs_total`: batched head checks.
+    pub anti_entropy_runs: IntCounter,
+    /// `eventide_anti_entropy_gaps_total`: rooms found behind the change log by a check.
+    pub anti_entropy_gaps: IntCounter,
+    /// `eventide_history_lost_total`: times a room skipped versions its change log no
+    /// longer kept (its members were told to re-fetch).
+    pub history_lost: IntCounter,
+    /// `eventide_relay_published_total`: events this node published to Redis.
+    pub relay_published: IntCounter,
+    /// `eventide_relay_retries_total`: failed PUBLISH batches, retried.
+    pub relay_retries: IntCounter,
+    /// `eventide_relay_dropped_total`: events never published (queue full, or Redis
+    /// unreachable too long); other nodes recover versioned ones from the change log.
+    pub relay_dropped: IntCounter,
+    /// `eventide_relay_queued_bytes`: bytes waiting for Redis.
+    pub relay_queued_bytes: IntGauge,
+}
+
+impl DeliveryMetrics {
+    /// Registers the delivery metrics in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let gap_reads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "eventide_gap_reads_total",
+                "Change-log reads by the room sequencers, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique");
+            c
+        };
+        registry
+            .register(Box::new(gap_reads.clone()))
+            .expect("unique");
+        let relay_queued_bytes = IntGauge::new(
+            "eventide_relay_queued_bytes",
+            "Bytes waiting to be published to Redis",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(relay_queued_bytes.clone()))
+            .expect("unique");
+        DeliveryMetrics {
+            gap_reads_ok: gap_reads.with_label_values(&["ok"]),
+            gap_reads_failed: gap_reads.with_label_values(&["error"]),
+            versions_filled: counter(
+                "eventide_gap_versions_filled_total",
+                "Versions delivered from the change log after a gap",
+            ),
+            anti_entropy_runs: counter(
+                "eventide_anti_entropy_runs_total",
+                "Batched checks of versioned rooms against the change log",
+            ),
+            anti_entropy_gaps: counter(
+                "eventide_anti_entropy_gaps_total",
+                "Rooms an anti-entropy check found behind the change log",
+            ),
+            history_lost: counter(
+                "eventide_history_lost_total",
+                "Times a room skipped versions no longer kept (members re-fetch)",
+            ),
+            relay_published: counter(
+                "eventide_relay_published_total",
+                "Events published to Redis by this node",
+            ),
+            relay_retries: counter(
+                "eventide_relay_retries_total",
+                "Failed PUBLISH batches, retried",
+            ),
+            relay_dropped: counter(
+                "eventide_relay_dropped_total",
+                "Events never published to Redis (queue full or Redis unreachable too long)",
+            ),
+            relay_queued_bytes,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! A session's rooms: the requests it runs in the order the client sent them, and, per
+//! room, whether it is joining (holding live events while it reads what it missed) or
+//! live (the last version the client has).
+//!
+//! Join and leave requests run one at a time, in order: a join waits for the registry
+//! (and the change log), and a leave sent behind it waits its turn. So the registry's
+//! memberships and this session's rooms always agree, however a client pipelines.
+//! This is a plain state machine; the session actor only moves messages through it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytestring::ByteString;
+use serde_json::Value;
+
+use crate::rooms::RoomName;
+
+/// Requests that may wait behind a running join.
+pub const MAX_QUEUED: usize = 64;
+
+/// A client request about rooms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomRequest {
+    /// `joinRoom`.
+    Join {
+        /// The room.
+        room: RoomName,
+        /// The client's `since`.
+        since: Option<i64>,
+        /// The client's `ref`.
+        reference: Option<Value>,
+    },
+    /// `leaveRoom`.
+    Leave {
+        /// The room.
+        room: RoomName,
+        /// The client's `ref`.
+        reference: Option<Value>,
+    },
+}
+
+/// Why a request was refused before it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The connection would be in more rooms than allowed.
+    TooManyRooms,
+    /// Too many requests wait already.
+    QueueFull,
+}
+
+/// The next request to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Join `room`: ask the registry, then replay after `replay_from` if set.
+    Join {
+        /// The room.
+        room: RoomName,
+        /// The client's `since`.
+        since: Option<i64>,
+        /// Where the replay starts: the client's `since`, or, for a room it is
+        /// already in, the last version it has.
+        replay_from: Option<i64>,
+        /// The client's `ref`.
+        reference: Option<Value>,
+    },
+    /// Leave `room` (done at once).
+    Leave {
+        /// The room.
+        room: RoomName,
+        /// The client's `ref`.
+        reference: Option<Value>,
+        /// Whether the session was in it.
+        was_member: bool,
+    },
+}
+
+/// What to do with a live event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// Send it now.
+    Send,
+    /// Held until the join finishes.
+    Held,
+    /// Already sent, or not for this session.
+    Drop,
+    /// The held events passed the cap: the session is a slow consumer.
+    Overflow,
+}
+
+#[derive(Debug)]
+enum Membership {
+    /// The join runs; live events wait here, bounded in bytes.
+    Joining {
+        held: Vec<(Option<i64>, ByteString)>,
+        held_bytes: usize,
+    },
+    /// The client has every version up to `version`.
+    Live { version: Option<i64> },
+}
+
+/// The rooms of one session.
+#[derive(Debug)]
+pub struct Rooms {
+    /// Rooms joined or joining. Exactly the rooms the registry has this session in,
+    /// once the messages already sent to it are handled.
+    rooms: HashMap<RoomName, Membership>,
+    /// Requests waiting for the running join, in the client's order.
+    queue: VecDeque<RoomRequest>,
+    /// A join is running.
+    busy: bool,
+    max_rooms: usize,
+    max_held_bytes: usize,
+}
+
+impl Rooms {
+    /// No rooms; at most `max_rooms` at once, holding at most `max_held_bytes` per join.
+    pub fn new(max_rooms: usize, max_held_bytes: usize) -> Self {
+        Rooms {
+            rooms: HashMap::new(),
+            queue: VecDeque::new(),
+            busy: false,
+            max_rooms,
+            max_held_bytes,
+        }
+    }
+
+    /// The rooms the session will be in once every queued request has run.
+    fn projected(&self) -> HashSet<&RoomName> {
+        let mut rooms: HashSet<&RoomName> = self.rooms.keys().collect();
+        for request in &self.queue {
+            match request {
+                RoomRequest::Join { room, .. } => rooms.insert(room),
+                RoomRequest::Leave { room, .. } => rooms.remove(room),
+            };
+        }
+        rooms
+    }
+
+    /// Queues a request, refusing a join past the room cap.
+    pub fn request(&mut self, request: RoomRequest) -> Result<(), Refusal> {
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(Refusal::QueueFull);
+        }
+        if let RoomRequest::Join { room, .. } = &request {
+            let projected = self.projected();
+            if !projected.contains(room) && projected.len() >= self.max_rooms {
+                return Err(Refusal::TooManyRooms);
+            }
+        }
+        self.queue.push_back(request);
+        Ok(())
+    }
+
+    /// The next request to run, unless a join is running.
+    pub fn next(&mut self) -> Option<Step> {
+        if self.busy {
+            return None;
+        }
+        Some(match self.queue.pop_front()? {
+            RoomRequest::Join {
+                room,
+                since,
+                reference,
+            } => {
+                let had = match self.rooms.get(&room) {
+                    Some(Membership::Live { version }) => *version,
+                    _ => None,
+                };
+                let joining = Membership::Joining {
+                    held: Vec::new(),
+                    held_bytes: 0,
+                };
+                self.rooms.insert(room.clone(), joining);
+                self.busy = true;
+                Step::Join {
+                    room,
+                    since,
+                    replay_from: since.or(had),
+                    reference,
+                }
+            }
+            RoomRequest::Leave { room, reference } => Step::Leave {
+                was_member: self.rooms.remove(&room).is_some(),
+                room,
+                reference,
+            },
+        })
+    }
+
+    /// A live event of `room` arrived.
+    pub fn arrive(&mut self, room: &RoomName, version: Option<i64>, frame: &ByteString) -> Arrival {
+        match self.rooms.get_mut(room) {
+            None => Arrival::Drop,
+            Some(Membership::Live { version: seen }) => match (version, *seen) {
+                (Some(v), Some(s)) if v <= s => Arrival::Drop,
+                (Some(v), _) => {
+                    *seen = Some(v);
+                    Arrival::Send
+                }
+                (None, _) => Arrival::Send,
+            },
+            Some(Membership::Joining { held, held_bytes }) => {
+                *held_bytes += frame.len();
+                held.push((version, frame.clone()));
+                if *held_bytes > self.max_held_bytes {
+                    Arrival::Overflow
+                } else {
+                    Arrival::Held
+                }
+            }
+        }
+    }
+
+    /// The running join of `room` finished: the stream stands at `version` on this
+    /// node, the client had `client_has` (its `since`, or what it had) and `replay`
+    /// are the versions it missed, in (`client_has`, `version`]. Answers the frames to send after `joinedRoom`, in
+    /// order, and the version the client then has.
+    pub fn joined(
+        &mut self,
+        room: &RoomName,
+        version: Option<i64>,
+        client_has: Option<i64>,
+        replay: Vec<(i64, ByteString)>,
+    ) -> (Vec<ByteString>, Option<i64>) {
+        self.busy = false;
+        let held = match self.rooms.get_mut(room) {
+            Some(Membership::Joining { held, .. }) => std::mem::take(held),
+            _ => return (Vec::new(), None), // left meanwhile (a narrowed token)
+        };
+        // A client ahead of this node's stream (its `since` came from a node that saw
+        // more) gets nothing it already has.
+        let mut last = version.map(|v| client_has.map_or(v, |has| has.max(v)));
+        let mut out = Vec::with_capacity(replay.len() + held.len());
+        out.extend(replay.into_iter().map(|(_, frame)| frame));
+        for (v, frame) in held {
+            match (v, last) {
+                (Some(v), Some(l)) if v <= l => continue,
+                (Some(v), _) => last = Some(v),
+                _ => {}
+            }
+            out.push(frame);
+        }
+        self.rooms
+            .insert(room.clone(), Membership::Live { version: last });
+        (out, last)
+    }
+
+    /// The running join of `room` failed: the session is not in it.
+    pub fn join_failed(&mut self, room: &RoomName) {
+        self.busy = false;
+        self.rooms.remove(room);
+    }
+
+    /// The room's stream skipped versions: the client has `version` from now on, if
+    /// it is live in the room.
+    pub fn resync(&mut self, room: &RoomName, version: i64) -> bool {
+        match self.rooms.get_mut(room) {
+            Some(Membership::Live { version: seen }) => {
+                *seen = Some(version);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every room `allowed` refuses; answers them.
+    pub fn retain(&mut self, allowed: impl Fn(&RoomName) -> bool) -> Vec<RoomName> {
+        let gone: Vec<RoomName> = self.rooms.keys().filter(|r| !allowed(r)).cloned().collect();
+        for room in &gone {
+            self.rooms.remove(room);
+        }
+        gone
+    }
+
+    /// Rooms joined or joining.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether the session is in no room.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
