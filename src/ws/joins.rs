@@ -14,8 +14,10 @@ use serde_json::Value;
 
 use crate::rooms::RoomName;
 
-/// Requests that may wait behind a running join.
-pub const MAX_QUEUED: usize = 64;
+/// Requests that may wait behind a running join: more than a client can send in one
+/// burst at the default rate limit, so only a client that ignores its replies for a
+/// long time meets it.
+pub const MAX_QUEUED: usize = 128;
 
 /// A client request about rooms.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::lifecycle::HubProcess;
 
-fn redis_url() -> Option<String> {
+pub(crate) fn redis_url() -> Option<String> {
     match std::env::var("EVENTIDE_TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -35,23 +35,33 @@ fn now_nanos() -> u128 {
 
 /// Two nodes on one fresh PostgreSQL database and the given Redis.
 async fn two_nodes(redis: &str) -> Option<(TestApp, TestApp)> {
+    two_nodes_with(redis, |_| {}).await
+}
+
+/// Two nodes on one fresh PostgreSQL database and the given Redis, with settings
+/// adjusted by `configure`.
+pub(crate) async fn two_nodes_with(
+    redis: &str,
+    configure: impl FnOnce(&mut eventide_hub::config::Settings),
+) -> Option<(TestApp, TestApp)> {
     let backend = Backend::postgres()?;
     let prefix = unique_prefix();
     let redis = redis.to_owned();
     let a = spawn_app_on_with(backend, |s| {
         s.redis_url = Some(redis);
         s.redis_prefix = prefix;
+        configure(s);
     })
     .await;
     let b = spawn_with_settings(a.settings.clone(), a.dir.clone()).await;
     Some((a, b))
 }
 
-async fn ready_status(app: &TestApp) -> u16 {
+pub(crate) async fn ready_status(app: &TestApp) -> u16 {
     app.call("GET", "/readyz", None, None).await.0
 }
 
-async fn wait_for_ready(app: &TestApp, status: u16) {
+pub(crate) async fn wait_for_ready(app: &TestApp, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while ready_status(app).await != status {
         assert!(Instant::now() < deadline, "/readyz never answered {status}");
