@@ -208,6 +208,7 @@ impl WsSession {
             Ok(ClientRequest::JoinRoom { room, since }) => self.join(room, since, reference, ctx),
             Ok(ClientRequest::LeaveRoom { room }) => self.leave(room, reference, ctx),
             Ok(ClientRequest::RefreshToken { token }) => self.refresh(&token, reference, ctx),
+            Ok(ClientRequest::Ping) => self.send(protocol::pong(reference.as_ref()), ctx),
         }
     }
 
