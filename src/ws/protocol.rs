@@ -291,8 +291,8 @@ mod tests {
     fn ping_is_answered_by_a_pong_with_the_same_ref() {
         let frame = parse(r#"{"event":"ping","ref":"hb-9"}"#);
         assert_eq!(frame.request, Ok(ClientRequest::Ping));
-        let pong: Value = serde_json::from_str(&pong(frame.reference.as_ref())).unwrap();
-        assert_eq!(pong, serde_json::json!({"event": "pong", "ref": "hb-9"}));
+        let answer: Value = serde_json::from_str(&pong(frame.reference.as_ref())).unwrap();
+        assert_eq!(answer, serde_json::json!({"event": "pong", "ref": "hb-9"}));
         // Data is ignored; without a ref the pong has none.
         let frame = parse(r#"{"event":"ping","data":{"t":1}}"#);
         assert_eq!(frame.request, Ok(ClientRequest::Ping));

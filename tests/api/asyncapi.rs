@@ -223,7 +223,8 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
     }
 
     // The visible heartbeat, with a ref and without.
-    r.send(&mut owner, json!({"event": "ping", "ref": "hb"})).await;
+    r.send(&mut owner, json!({"event": "ping", "ref": "hb"}))
+        .await;
     assert_eq!(
         r.recv(&mut owner).await,
         json!({"event": "pong", "ref": "hb"})
