@@ -36,9 +36,7 @@ const LIFECYCLE = new Set(['state', 'resync', 'close', 'failed', 'left', 'messag
 export class EventideError extends Error {
   constructor(code, message, data) {
     super(message);
-    this.name = 'EventideError';
-    this.code = code;
-    this.data = data;
+    Object.assign(this, { name: 'EventideError', code, data });
   }
 }
 
@@ -51,10 +49,7 @@ function jwtExp(token) {
   } catch { return undefined; }
 }
 
-const expiresSoon = (token) => {
-  const exp = jwtExp(token);
-  return exp !== undefined && exp * 1000 - Date.now() < REFRESH_AHEAD_MS;
-};
+const expiresSoon = (token) => (jwtExp(token) ?? Infinity) * 1000 - Date.now() < REFRESH_AHEAD_MS;
 
 /** Resolves the URL against the page (when there is one) and maps http(s) to ws(s). */
 function socketUrl(url) {
@@ -76,9 +71,7 @@ function handshakeStatus(ev) {
 function fatalClose(code, reason, canRefresh) {
   if (code === 1008) return { reason: 'policy', message: `the hub closed the connection for policy (${reason || 'flooding'})` };
   if (code === 4003) return { reason: 'revoked', message: 'the hub revoked this connection' };
-  if (code === 4001 && !canRefresh) {
-    return { reason: 'token_expired', message: 'the token expired and no onTokenRefresh hook can renew it' };
-  }
+  if (code === 4001 && !canRefresh) return { reason: 'token_expired', message: 'the token expired; no onTokenRefresh to renew it' };
   return undefined;
 }
 
@@ -413,15 +406,9 @@ export function connect(options) {
   }
 
   const client = {
-    get state() {
-      return state;
-    },
-    get failure() {
-      return failure;
-    },
-    get rooms() {
-      return new Map([...rooms].map(([room, entry]) => [room, entry.version]));
-    },
+    get state() { return state; },
+    get failure() { return failure; },
+    get rooms() { return new Map([...rooms].map(([room, entry]) => [room, entry.version])); },
     join(room, { since } = {}) {
       if (!rooms.has(room)) rooms.set(room, { version: undefined, confirmed: false });
       const entry = rooms.get(room);
@@ -461,8 +448,12 @@ export function connect(options) {
     close() {
       if (closing) return;
       const sock = ws;
+      ws = null; // detached at once, so a reconnect() right after cannot meet its close
       shutdown();
-      sock?.close(1000, 'client closed'); // its close event is still reported
+      if (!sock) return;
+      sock.onmessage = () => {};
+      sock.onclose = (ev) => emit('close', { code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
+      sock.close(1000, 'client closed');
     },
   };
 
