@@ -1,10 +1,11 @@
 //! The browser page and the JavaScript client, embedded in the binary so the hub
-//! needs no separate build step and no CDN.
+//! needs no separate build step and no CDN. The client is the `client/` npm package's
+//! module itself: one source for `npm install` and for `GET /eventide.js`.
 
 use actix_web::{http::header, HttpResponse};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
-const CLIENT_JS: &str = include_str!("../static/eventide.js");
+const CLIENT_JS: &str = include_str!("../client/eventide.js");
 
 /// `GET /`: the availability page.
 pub async fn index() -> HttpResponse {

@@ -81,6 +81,9 @@ pub enum ClientRequest {
         /// The new JWT.
         token: String,
     },
+    /// `ping`: a heartbeat page JavaScript can see, since browsers hide protocol-level
+    /// pings. Any `data` is ignored.
+    Ping,
 }
 
 /// A parsed client frame: its `ref` (echoed in the reply) and the request.
@@ -145,10 +148,11 @@ fn parse_request(object: &mut Map<String, Value>) -> Result<ClientRequest, Frame
                 )),
             }
         }
+        "ping" => Ok(ClientRequest::Ping),
         other => Err(FrameError {
             code: ErrorCode::UnknownEvent,
             message: format!(
-                "unknown event {:?}: expected joinRoom, leaveRoom or refreshToken",
+                "unknown event {:?}: expected joinRoom, leaveRoom, refreshToken or ping",
                 other.chars().take(64).collect::<String>()
             ),
         }),
@@ -206,6 +210,16 @@ pub fn reply<T: Serialize>(event: &str, reference: Option<&Value>, data: T) -> B
     })
     .expect("replies are plain JSON values");
     ByteString::from(json)
+}
+
+/// The answer to `ping`: `{"event": "pong", "ref"?}`, with no `data`.
+pub fn pong(reference: Option<&Value>) -> ByteString {
+    let mut frame = Map::new();
+    frame.insert("event".into(), Value::from("pong"));
+    if let Some(reference) = reference {
+        frame.insert("ref".into(), reference.clone());
+    }
+    ByteString::from(Value::Object(frame).to_string())
 }
 
 /// An `error` frame.
@@ -271,6 +285,18 @@ mod tests {
             code(r#"{"event":"refreshToken","data":{}}"#),
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn ping_is_answered_by_a_pong_with_the_same_ref() {
+        let frame = parse(r#"{"event":"ping","ref":"hb-9"}"#);
+        assert_eq!(frame.request, Ok(ClientRequest::Ping));
+        let answer: Value = serde_json::from_str(&pong(frame.reference.as_ref())).unwrap();
+        assert_eq!(answer, serde_json::json!({"event": "pong", "ref": "hb-9"}));
+        // Data is ignored; without a ref the pong has none.
+        let frame = parse(r#"{"event":"ping","data":{"t":1}}"#);
+        assert_eq!(frame.request, Ok(ClientRequest::Ping));
+        assert_eq!(&*pong(None), r#"{"event":"pong"}"#);
     }
 
     #[test]

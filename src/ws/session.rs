@@ -197,6 +197,7 @@ impl WsSession {
                 self.request(RoomRequest::Leave { room, reference }, ctx)
             }
             Ok(ClientRequest::RefreshToken { token }) => self.refresh(&token, reference, ctx),
+            Ok(ClientRequest::Ping) => self.send(protocol::pong(reference.as_ref()), ctx),
         }
     }
 

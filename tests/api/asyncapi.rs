@@ -64,6 +64,7 @@ fn message_of(frame: &Value) -> &'static str {
         Some("joinedRoom") => "joinedRoom",
         Some("leftRoom") => "leftRoom",
         Some("tokenRefreshed") => "tokenRefreshed",
+        Some("pong") => "pong",
         Some("availabilityUpdated") => "availabilityUpdated",
         Some("error") => "error",
         _ if frame.get("room").is_some() => "roomEvent",
@@ -221,6 +222,16 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
         assert_eq!(reply["ref"], "t");
     }
 
+    // The visible heartbeat, with a ref and without.
+    r.send(&mut owner, json!({"event": "ping", "ref": "hb"}))
+        .await;
+    assert_eq!(
+        r.recv(&mut owner).await,
+        json!({"event": "pong", "ref": "hb"})
+    );
+    r.send(&mut owner, json!({"event": "ping"})).await;
+    assert_eq!(r.recv(&mut owner).await, json!({"event": "pong"}));
+
     // Bad input, each with its code; the socket stays usable throughout.
     owner.send_text("not json").await;
     r.expect_error(&mut owner, "bad_request").await;
@@ -343,6 +354,8 @@ fn the_documents_examples_fit_and_the_schemas_bite() {
             "refreshToken",
             json!({"event": "refreshToken", "data": {"token": ""}}),
         ),
+        ("pong", json!({"event": "pong", "data": null})),
+        ("ping", json!({"event": "pong"})),
     ];
     for (message, frame) in wrong {
         assert!(
@@ -351,7 +364,7 @@ fn the_documents_examples_fit_and_the_schemas_bite() {
         );
     }
     let operations = api.doc["operations"].as_object().unwrap();
-    for name in ["joinRoom", "leaveRoom", "refreshToken"] {
+    for name in ["joinRoom", "leaveRoom", "refreshToken", "ping"] {
         assert_eq!(operations[name]["action"], "receive");
         assert!(operations[name]["reply"].is_object(), "{name} has a reply");
     }

@@ -327,3 +327,74 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
         started.elapsed()
     );
 }
+
+#[actix_web::test]
+async fn the_page_says_why_the_hub_refused_it() {
+    let exe = match cdp::find_chromium() {
+        Ok(exe) => exe,
+        Err(reason) => {
+            eprintln!("skipping browser test: {reason}");
+            return;
+        }
+    };
+    let port = free_port();
+    let app = spawn_app_with(|s| {
+        s.addr = ([127, 0, 0, 1], port).into();
+        s.allowed_origins = vec![format!("http://127.0.0.1:{port}")];
+    })
+    .await;
+    let browser = Browser::launch(&exe).await;
+    // Six refused handshakes with backoff capped at 0.5, 1, 2, 4 and 8 s in between.
+    let give_up = 2 * WAIT;
+    let failed_with = |text: &str| {
+        format!(
+            "document.querySelector('#state')?.dataset.state === 'failed' \
+             && document.querySelector('#error').textContent.includes({})",
+            json!(text)
+        )
+    };
+
+    // A token the hub refuses (a bad signature), from an allowed origin.
+    let mut page = browser.new_page().await;
+    let forged = format!("{}x", provider(PROVIDER));
+    let url = format!(
+        "{}/?token={forged}&provider={PROVIDER}&autoconnect=1",
+        app.address
+    );
+    page.call("Page.navigate", json!({ "url": url }))
+        .await
+        .expect("Page.navigate");
+    wait_until(
+        &mut page,
+        &browser,
+        give_up,
+        "the page to report the refused token",
+        &failed_with("Token refused"),
+    )
+    .await;
+
+    // A good token from an origin the hub does not allow (localhost is not 127.0.0.1).
+    let mut page = browser.new_page().await;
+    let url = format!(
+        "http://localhost:{port}/?token={}&provider={PROVIDER}&autoconnect=1",
+        provider(PROVIDER)
+    );
+    page.call("Page.navigate", json!({ "url": url }))
+        .await
+        .expect("Page.navigate");
+    wait_until(
+        &mut page,
+        &browser,
+        give_up,
+        "the page to report the refused origin",
+        &failed_with(&format!(
+            "Origin refused: the hub does not accept WebSockets from http://localhost:{port}"
+        )),
+    )
+    .await;
+    assert!(
+        page.exceptions.is_empty(),
+        "uncaught: {:?}",
+        page.exceptions
+    );
+}

@@ -299,3 +299,22 @@ async fn a_silent_client_is_dropped() {
 }
 
 crate::on_both_backends!(every_action_reaches_the_room_and_only_the_room,);
+
+#[actix_web::test]
+async fn ping_is_answered_with_pong_and_counts_against_the_frame_rate() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_frames_per_sec = 1;
+        s.limits.max_frame_burst = 2;
+    })
+    .await;
+    let mut socket = app.ws(&provider(42)).await;
+    socket.send(json!({"event": "ping", "ref": "hb-1"})).await;
+    assert_eq!(socket.recv().await, json!({"event": "pong", "ref": "hb-1"}));
+    // The burst of 2 is spent by the second ping; the third is refused like any frame.
+    socket.send(json!({"event": "ping", "ref": "hb-2"})).await;
+    socket.send(json!({"event": "ping", "ref": "hb-3"})).await;
+    assert_eq!(socket.recv().await, json!({"event": "pong", "ref": "hb-2"}));
+    let refused = socket.recv().await;
+    assert_eq!(refused["event"], "error", "{refused}");
+    assert_eq!(refused["data"]["code"], "rate_limited");
+}
