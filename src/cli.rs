@@ -172,6 +172,7 @@ fn token(args: TokenArgs) -> Result<(), String> {
             .jwt_audience
             .clone()
             .map(serde_json::Value::from),
+        iat: Some(now.as_secs()),
     };
     println!("{}", verifier.mint(&claims)?);
     Ok(())

@@ -22,4 +22,5 @@ pub mod openapi;
 pub mod page;
 pub mod rooms;
 pub mod startup;
+pub mod users;
 pub mod ws;

@@ -118,7 +118,7 @@ pub struct Metrics {
     db_max: IntGauge,
     redis_up: Option<IntGauge>,
     /// Sequencer, anti-entropy and relay counters.
-    pub delivery: crate::rooms::DeliveryMetrics,
+    pub hub: crate::rooms::HubMetrics,
 }
 
 impl Metrics {
@@ -275,7 +275,7 @@ impl Metrics {
             db_in_use: db.with_label_values(&["in_use"]),
             db_max,
             redis_up,
-            delivery: crate::rooms::DeliveryMetrics::new(&registry),
+            hub: crate::rooms::HubMetrics::new(&registry),
             registry,
         }
     }

@@ -13,7 +13,7 @@ use actix_web::{
     web, App, HttpResponse, HttpServer,
 };
 
-use crate::auth::TokenVerifier;
+use crate::auth::{Revocations, TokenVerifier};
 use crate::availability::{self, AvailabilityStore};
 use crate::changelog::ChangeLog;
 use crate::cluster::Backplane;
@@ -24,8 +24,8 @@ use crate::health::DatabaseProbe;
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
 use crate::rooms::{self, Hub, ShardConfig};
-use crate::ws::{self, Origins, WsContext};
-use crate::{health, metrics, openapi, page};
+use crate::ws::{self, ConnectionCounter, Origins, WsContext};
+use crate::{health, metrics, openapi, page, users};
 
 /// Pending connections the kernel queues before the hub accepts them (capped by
 /// `net.core.somaxconn`).
@@ -96,7 +96,23 @@ impl Application {
             &delivery.history_patterns(),
             limits.max_history_per_provider,
         );
-        let hub = start_hub(&settings, changelog, backplane, metrics.clone()).await;
+        let revocations = {
+            let pool = pool.clone();
+            web::block(move || Revocations::load(pool))
+                .await
+                .map_err(|e| StartupError(e.to_string()))?
+                .map_err(|e| StartupError(e.to_string()))?
+        };
+        revocations.keep_fresh();
+        let connections = ConnectionCounter::default();
+        let hub = start_hub(
+            &settings,
+            changelog,
+            backplane,
+            (revocations.clone(), connections.clone()),
+            metrics.clone(),
+        )
+        .await;
         let store =
             AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider)
                 .pause_after_commit(delivery.pause_after_commit);
@@ -106,6 +122,8 @@ impl Application {
             verifier.clone(),
             limits.clone(),
             delivery.recovery_deadline(),
+            revocations.clone(),
+            connections,
             origins.clone(),
             metrics.clone(),
         ));
@@ -128,6 +146,7 @@ impl Application {
             probe: web::Data::new(DatabaseProbe::new(pool.clone(), &target)),
             ws: web::Data::new(ws_context),
             metrics: web::Data::new(metrics.clone()),
+            revocations: web::Data::new(revocations),
             max_body_bytes: limits.max_body_bytes,
         };
         let server = HttpServer::new(move || {
@@ -226,6 +245,7 @@ async fn start_hub(
     settings: &Settings,
     changelog: ChangeLog,
     backplane: Option<Arc<Backplane>>,
+    (revocations, sockets): (Arc<Revocations>, ConnectionCounter),
     metrics: Arc<Metrics>,
 ) -> Hub {
     let config = ShardConfig {
@@ -238,7 +258,9 @@ async fn start_hub(
     };
     let hub = Hub::new(config, changelog, backplane.clone(), metrics.clone());
     if let Some(backplane) = &backplane {
-        backplane.start(hub.clone(), metrics).await;
+        backplane
+            .start(hub.clone(), revocations, sockets, metrics)
+            .await;
     }
     hub
 }
@@ -262,6 +284,7 @@ impl Shutdown {
             if !backplane.drain(SOCKET_DRAIN).await {
                 log::warn!("shutdown: some events were not published to Redis");
             }
+            backplane.census().leave().await;
         }
         let deadline = tokio::time::Instant::now() + SOCKET_DRAIN;
         while tokio::time::Instant::now() < deadline {
@@ -336,6 +359,7 @@ struct AppState {
     probe: web::Data<DatabaseProbe>,
     ws: web::Data<Arc<WsContext>>,
     metrics: web::Data<Arc<Metrics>>,
+    revocations: web::Data<Arc<Revocations>>,
     max_body_bytes: usize,
 }
 
@@ -411,6 +435,15 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/api/broadcast", || {
             web::to(rooms::routes::broadcast)
         }),
+        Endpoint::new(Method::GET, "/api/rooms/{room}/presence", || {
+            web::to(rooms::routes::presence)
+        }),
+        Endpoint::new(Method::POST, "/api/users/{sub}/events", || {
+            web::to(users::routes::emit_to_user)
+        }),
+        Endpoint::new(Method::POST, "/api/users/{sub}/disconnect", || {
+            web::to(users::routes::disconnect)
+        }),
     ]
 }
 
@@ -423,6 +456,7 @@ impl AppState {
             .app_data(self.probe.clone())
             .app_data(self.ws.clone())
             .app_data(self.metrics.clone())
+            .app_data(self.revocations.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(self.max_body_bytes)

@@ -58,6 +58,10 @@ pub struct Claims {
     /// Audience (a string or a list), checked when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<serde_json::Value>,
+    /// Issued at, seconds since the epoch: a revocation refuses the subject's tokens
+    /// issued at or before it (and those without `iat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl Claims {

@@ -1,10 +1,11 @@
 //! The REST extractor: every `/api` handler that takes a [`Caller`] is authenticated.
 
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use std::future::{ready, Ready};
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use std::sync::Arc;
 
-use super::{AuthError, Claims, TokenVerifier};
+use super::{AuthError, Claims, Revocations, TokenVerifier};
 use crate::error::ApiError;
 
 /// The verified claims of the request's bearer token.
@@ -33,6 +34,19 @@ impl FromRequest for Caller {
             None => Err(AuthError::Missing),
             Some(token) => verifier.verify(token),
         };
-        ready(result.map(Caller).map_err(ApiError::from))
+        let revocations = req.app_data::<web::Data<Arc<Revocations>>>();
+        ready(
+            result
+                .map_err(ApiError::from)
+                .and_then(|claims| match revocations {
+                    Some(r) if r.is_revoked(&claims) => Err(revoked()),
+                    _ => Ok(Caller(claims)),
+                }),
+        )
     }
+}
+
+/// The answer to a revoked token, wherever it is shown.
+pub fn revoked() -> ApiError {
+    ApiError::Unauthorized("this token was revoked: get a new one".into())
 }

@@ -40,6 +40,7 @@ mod tests {
             exp: 0,
             iss: None,
             aud: None,
+            iat: None,
         }
     }
 

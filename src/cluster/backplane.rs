@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::envelope::{encode, Envelope};
+use super::census::Census;
+use super::envelope::{encode, Envelope, Message};
 use super::relay::{Relay, REDIS_TIMEOUT};
 use super::subscriber;
+use crate::auth::Revocations;
 use crate::metrics::Metrics;
 use crate::rooms::{Event, Hub, RoomName, Target};
+use crate::ws::ConnectionCounter;
 
 /// The Redis URL is not one.
 #[derive(Debug)]
@@ -35,6 +38,7 @@ pub struct Backplane {
     /// message is numbered and queued, so the relay's queue is in `seq` order.
     seq: Mutex<u64>,
     relay: OnceLock<Relay>,
+    census: Arc<Census>,
     /// Whether the subscriber is connected now.
     pub(super) subscribed: AtomicBool,
 }
@@ -44,10 +48,12 @@ impl Backplane {
     pub fn new(url: &str, prefix: &str) -> Result<Arc<Self>, BackplaneError> {
         let client = redis::Client::open(url)
             .map_err(|e| BackplaneError(format!("EVENTIDE_REDIS_URL: invalid Redis URL: {e}")))?;
+        let node_id = RandomState::new().build_hasher().finish();
         Ok(Arc::new(Backplane {
+            census: Arc::new(Census::new(client.clone(), prefix, node_id)),
             client,
             prefix: prefix.to_owned(),
-            node_id: RandomState::new().build_hasher().finish(),
+            node_id,
             seq: Mutex::new(0),
             relay: OnceLock::new(),
             subscribed: AtomicBool::new(false),
@@ -72,6 +78,11 @@ impl Backplane {
         format!("{}all", self.prefix)
     }
 
+    /// What the other nodes say about their sockets.
+    pub fn census(&self) -> &Census {
+        &self.census
+    }
+
     /// Whether this node currently receives the cluster's events.
     pub fn is_subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
@@ -80,27 +91,48 @@ impl Backplane {
     /// Starts the relay and subscribes (waiting for the first attempt, so a node that
     /// starts with Redis up hears its peers from its first request on), then keeps the
     /// subscription alive in the background.
-    pub async fn start(self: &Arc<Self>, hub: Hub, metrics: Arc<Metrics>) {
+    pub async fn start(
+        self: &Arc<Self>,
+        hub: Hub,
+        revocations: Arc<Revocations>,
+        sockets: ConnectionCounter,
+        metrics: Arc<Metrics>,
+    ) {
         let _ = self.relay.set(Relay::start(self.client.clone(), metrics));
+        actix_web::rt::spawn(self.census.clone().run(hub.index().clone(), sockets));
         let first = subscriber::subscribe(self, &hub).await;
-        actix_web::rt::spawn(subscriber::run(self.clone(), hub, first));
+        actix_web::rt::spawn(subscriber::run(self.clone(), hub, revocations, first));
     }
 
     /// Queues an event of this node for the other nodes. Never waits.
     pub fn publish(&self, event: &Event) {
-        let Some(relay) = self.relay.get() else {
-            return;
-        };
         let channel = match &event.target {
             Target::Room(room) => self.room_channel(room),
             Target::All | Target::User(_) => self.all_channel(),
+        };
+        self.send(channel, Message::Event(event.clone()));
+    }
+
+    /// Tells the other nodes to close `sub`'s sockets (and that its tokens up to
+    /// `revoked_before` are revoked). Never waits.
+    pub fn publish_disconnect(&self, sub: &str, revoked_before: Option<i64>) {
+        let message = Message::Disconnect {
+            sub: Arc::from(sub),
+            revoked_before,
+        };
+        self.send(self.all_channel(), message);
+    }
+
+    fn send(&self, channel: String, message: Message) {
+        let Some(relay) = self.relay.get() else {
+            return;
         };
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         *seq += 1;
         let envelope = Envelope {
             origin: self.node_id,
             seq: *seq,
-            event: event.clone(),
+            message,
         };
         relay.send(channel, encode(&envelope));
     }

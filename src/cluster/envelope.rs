@@ -3,6 +3,9 @@
 //! `{origin} {seq} {kind} {version|-} {target length}\n{target}{frame}`: a header
 //! line, then the target (a room name or a subject, which may hold any character)
 //! counted by length, then the frame exactly as the clients get it, with no escaping.
+//! Kinds: `r` a room event, `a` a broadcast, `u` an event to a user, `d` a user's
+//! sockets to close (its `version` field: the second up to which its tokens are
+//! revoked, if they are).
 //!
 //! `origin` is the publishing node's random id and `seq` rises by one per message it
 //! publishes: a receiver drops what it already had from that node (a PUBLISH retried
@@ -15,25 +18,49 @@ use bytestring::ByteString;
 
 use crate::rooms::{Event, RoomName, Target};
 
-/// An event with where it came from.
+/// What travels between nodes.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// An event for sockets.
+    Event(Event),
+    /// Close every socket of a subject; with `revoked_before`, its tokens issued at or
+    /// before that second are refused from now on.
+    Disconnect {
+        /// The subject.
+        sub: Arc<str>,
+        /// The revocation second, when tokens are revoked too.
+        revoked_before: Option<i64>,
+    },
+}
+
+/// A message with where it came from.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     /// The publishing node.
     pub origin: u64,
     /// The publisher's message counter.
     pub seq: u64,
-    /// The event.
-    pub event: Event,
+    /// The message.
+    pub message: Message,
 }
 
 /// Serializes an envelope.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
-    let (kind, target) = match &envelope.event.target {
-        Target::Room(room) => ('r', room.as_str()),
-        Target::All => ('a', ""),
-        Target::User(sub) => ('u', &**sub),
+    let (kind, target, version, frame) = match &envelope.message {
+        Message::Event(event) => {
+            let (kind, target) = match &event.target {
+                Target::Room(room) => ('r', room.as_str()),
+                Target::All => ('a', ""),
+                Target::User(sub) => ('u', &**sub),
+            };
+            (kind, target, event.version, event.frame.as_bytes().as_ref())
+        }
+        Message::Disconnect {
+            sub,
+            revoked_before,
+        } => ('d', &**sub, *revoked_before, &b""[..]),
     };
-    let version = match envelope.event.version {
+    let version = match version {
         Some(v) => v.to_string(),
         None => "-".to_owned(),
     };
@@ -43,7 +70,6 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
         envelope.seq,
         target.len()
     );
-    let frame = envelope.event.frame.as_bytes();
     let mut out = Vec::with_capacity(header.len() + target.len() + frame.len());
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(target.as_bytes());
@@ -74,16 +100,28 @@ pub fn decode(payload: &[u8]) -> Option<Envelope> {
         "r" => Target::Room(RoomName::parse(target).ok()?),
         "a" if target.is_empty() => Target::All,
         "u" => Target::User(Arc::from(target)),
+        "d" if frame.is_empty() => {
+            let message = Message::Disconnect {
+                sub: Arc::from(target),
+                revoked_before: version,
+            };
+            return Some(Envelope {
+                origin,
+                seq,
+                message,
+            });
+        }
         _ => return None,
+    };
+    let event = Event {
+        target,
+        version,
+        frame: ByteString::from(frame.to_owned()),
     };
     Some(Envelope {
         origin,
         seq,
-        event: Event {
-            target,
-            version,
-            frame: ByteString::from(frame.to_owned()),
-        },
+        message: Message::Event(event),
     })
 }
 
@@ -95,17 +133,20 @@ mod tests {
         let envelope = Envelope {
             origin: 7,
             seq: 42,
-            event: Event {
+            message: Message::Event(Event {
                 target: target.clone(),
                 version,
                 frame: ByteString::from_static(frame),
-            },
+            }),
         };
         let back = decode(&encode(&envelope)).expect("decodes");
         assert_eq!((back.origin, back.seq), (7, 42));
-        assert_eq!(back.event.target, target);
-        assert_eq!(back.event.version, version);
-        assert_eq!(back.event.frame, frame);
+        let Message::Event(event) = back.message else {
+            panic!("an event")
+        };
+        assert_eq!(event.target, target);
+        assert_eq!(event.version, version);
+        assert_eq!(event.frame, frame);
     }
 
     #[test]
@@ -114,6 +155,31 @@ mod tests {
         round_trip(room, Some(42), "{\"event\":\"x\",\n\"data\":1}");
         round_trip(Target::All, None, "{}");
         round_trip(Target::User(Arc::from("a b\nc é")), None, "{\"x\":\"é\"}");
+    }
+
+    #[test]
+    fn disconnects_round_trip() {
+        for revoked_before in [None, Some(1_700_000_000)] {
+            let envelope = Envelope {
+                origin: 1,
+                seq: 2,
+                message: Message::Disconnect {
+                    sub: Arc::from("user 1\n"),
+                    revoked_before,
+                },
+            };
+            match decode(&encode(&envelope)).expect("decodes").message {
+                Message::Disconnect {
+                    sub,
+                    revoked_before: back,
+                } => assert_eq!((&*sub, back), ("user 1\n", revoked_before)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            decode(b"1 2 d - 1\nx{}").is_none(),
+            "a disconnect has no frame"
+        );
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! across shards with the same shape.
 
 mod backplane;
+mod census;
 mod envelope;
 mod relay;
 mod subscriber;
 
 pub use backplane::{Backplane, BackplaneError};
+pub use census::{Census, Presence};

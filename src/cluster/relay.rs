@@ -69,13 +69,13 @@ impl Relay {
         if self.tx.try_send(outgoing).is_err() {
             self.dropped(size, "its queue is full");
         } else {
-            self.metrics.delivery.relay_queued_bytes.add(size as i64);
+            self.metrics.hub.relay_queued_bytes.add(size as i64);
         }
     }
 
     fn dropped(&self, size: usize, why: &str) {
         self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-        self.metrics.delivery.relay_dropped.inc();
+        self.metrics.hub.relay_dropped.inc();
         log::warn!("relay: dropped an event for Redis: {why}");
     }
 
@@ -120,7 +120,7 @@ async fn run(
             kept
         });
         queued_bytes.fetch_sub(released, Ordering::AcqRel);
-        metrics.delivery.relay_queued_bytes.sub(released as i64);
+        metrics.hub.relay_queued_bytes.sub(released as i64);
     };
     loop {
         if batch.is_empty() && rx.recv_many(&mut batch, BATCH).await == 0 {
@@ -130,7 +130,7 @@ async fn run(
         settle(&mut batch, &|m| m.queued_at.elapsed() < GIVE_UP_AFTER);
         if batch.len() < before {
             let lost = (before - batch.len()) as u64;
-            metrics.delivery.relay_dropped.inc_by(lost);
+            metrics.hub.relay_dropped.inc_by(lost);
             log::warn!("relay: gave up on {lost} events after {GIVE_UP_AFTER:?} without Redis");
         }
         if batch.is_empty() {
@@ -154,7 +154,7 @@ async fn run(
         let conn = connection.as_mut().expect("connected above");
         match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(conn)).await {
             Ok(Ok(())) => {
-                metrics.delivery.relay_published.inc_by(batch.len() as u64);
+                metrics.hub.relay_published.inc_by(batch.len() as u64);
                 settle(&mut batch, &|_| false);
                 backoff = Duration::from_millis(50);
             }
@@ -167,7 +167,7 @@ async fn run(
                     "relay: PUBLISH failed ({why}); retrying {} events",
                     batch.len()
                 );
-                metrics.delivery.relay_retries.inc();
+                metrics.hub.relay_retries.inc();
                 // A timed-out PUBLISH may still go through: receivers drop the repeat.
                 connection = None;
                 tokio::time::sleep(backoff).await;

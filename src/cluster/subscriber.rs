@@ -17,8 +17,9 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 
 use super::backplane::Backplane;
-use super::envelope::decode;
+use super::envelope::{decode, Message};
 use super::relay::REDIS_TIMEOUT;
+use crate::auth::Revocations;
 use crate::rooms::{Hub, RoomName};
 
 /// Longest wait between two resubscription attempts.
@@ -58,6 +59,7 @@ pub async fn subscribe(
 pub async fn run(
     backplane: Arc<Backplane>,
     hub: Hub,
+    revocations: Arc<Revocations>,
     mut first: Option<(PubSubSink, PubSubStream, HashSet<RoomName>)>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -90,8 +92,18 @@ pub async fn run(
                             continue;
                         }
                         *seen = envelope.seq;
-                        if hub.deliver_from_cluster(envelope.event).await.is_err() {
-                            return;
+                        match envelope.message {
+                            Message::Event(event) => {
+                                if hub.deliver_from_cluster(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Message::Disconnect { sub, revoked_before } => {
+                                if let Some(before) = revoked_before {
+                                    revocations.note(&sub, before);
+                                }
+                                hub.disconnect_local(&sub);
+                            }
                         }
                     }
                     _ = hub.index().changed() => {

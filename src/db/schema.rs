@@ -54,10 +54,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Revoked subjects and the second up to which their tokens are refused.
+    revocations (sub) {
+        sub -> Text,
+        revoked_before -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     slots,
     availability_changes,
     room_streams,
-    room_events
+    room_events,
+    revocations
 );

@@ -24,7 +24,7 @@ use super::messages::*;
 use super::sequencer::{HoldLimits, Read};
 use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
 use crate::changelog::{ChangeLog, LogError};
-use crate::cluster::Backplane;
+use crate::cluster::{Backplane, Presence};
 use crate::metrics::{Metrics, Origin};
 
 /// How long a publisher waits before trying a full shard mailbox again.
@@ -270,6 +270,35 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Closes every socket of `sub` with 4003, on this node and (through Redis) on
+    /// every other; with `revoked_before`, tells the other nodes its tokens up to that
+    /// second are revoked.
+    pub fn disconnect_user(&self, sub: &str, revoked_before: Option<i64>) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.publish_disconnect(sub, revoked_before);
+        }
+        self.disconnect_local(sub);
+    }
+
+    /// Closes every socket of `sub` on this node with 4003.
+    pub fn disconnect_local(&self, sub: &str) {
+        let sub: Arc<str> = Arc::from(sub);
+        for shard in self.shards() {
+            shard.do_send(DisconnectUser(sub.clone()));
+        }
+    }
+
+    /// Sockets and subjects in `room`, over every node.
+    pub async fn presence(&self, room: &RoomName) -> Presence {
+        let mut presence = Presence::of(&self.inner.index.members(room));
+        if let Some(backplane) = &self.inner.backplane {
+            let elsewhere = backplane.census().presence_elsewhere(room).await;
+            presence.connections += elsewhere.connections;
+            presence.subs.extend(elsewhere.subs);
+        }
+        presence
     }
 
     /// Makes every shard compare its versioned rooms with the change log now.

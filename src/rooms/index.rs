@@ -1,59 +1,79 @@
-//! The node's room index: which rooms have members on any shard of this node.
+//! The node's room index: which rooms have members on this node, and who they are.
 //!
-//! Shards count themselves in and out of a room here; the cluster subscriber watches
-//! the set to subscribe to exactly these rooms' Redis channels, and `eventide_rooms`
-//! counts the distinct rooms.
+//! Shards record every membership here. The cluster subscriber watches the set of
+//! rooms to subscribe to exactly these rooms' Redis channels, presence reads the
+//! members of a room, the cluster census publishes the rooms whose members changed,
+//! and `eventide_rooms` counts the distinct rooms.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use super::RoomName;
 
+/// Who is in a room on this node: sockets per subject.
+pub type Members = HashMap<Arc<str>, u32>;
+
+#[derive(Default)]
+struct State {
+    /// Room → subject → sockets of that subject in the room. A room is present exactly
+    /// while it has at least one socket; a subject exactly while it has one there.
+    rooms: HashMap<RoomName, Members>,
+    /// Rooms whose members changed since the census last took them.
+    dirty: HashSet<RoomName>,
+}
+
 /// Rooms with members on this node, shared by every shard.
 #[derive(Default)]
 pub struct RoomIndex {
-    /// Room → number of shards with at least one member in it. A room is present
-    /// exactly while that number is above zero.
-    shards: Mutex<HashMap<RoomName, u32>>,
+    state: Mutex<State>,
     /// Woken whenever a room enters or leaves the set.
     changed: Notify,
 }
 
 impl RoomIndex {
-    /// A shard has its first member in `room`; answers the number of distinct rooms.
-    pub fn enter(&self, room: &RoomName) -> usize {
-        let mut shards = self.lock();
-        let count = shards.entry(room.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
+    /// A socket of `sub` joined `room`; answers the number of distinct rooms.
+    pub fn join(&self, room: &RoomName, sub: &Arc<str>) -> usize {
+        let mut state = self.lock();
+        let members = state.rooms.entry(room.clone()).or_default();
+        let first = members.is_empty();
+        *members.entry(sub.clone()).or_insert(0) += 1;
+        state.dirty.insert(room.clone());
+        if first {
             self.changed.notify_one();
         }
-        shards.len()
+        state.rooms.len()
     }
 
-    /// A shard's last member left `room`; answers the number of distinct rooms.
-    pub fn exit(&self, room: &RoomName) -> usize {
-        let mut shards = self.lock();
-        if let Some(count) = shards.get_mut(room) {
+    /// A socket of `sub` left `room`; answers the number of distinct rooms.
+    pub fn leave(&self, room: &RoomName, sub: &Arc<str>) -> usize {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else {
+            return state.rooms.len();
+        };
+        if let Some(count) = members.get_mut(sub) {
             *count -= 1;
             if *count == 0 {
-                shards.remove(room);
-                self.changed.notify_one();
+                members.remove(sub);
             }
         }
-        shards.len()
+        if members.is_empty() {
+            state.rooms.remove(room);
+            self.changed.notify_one();
+        }
+        state.dirty.insert(room.clone());
+        state.rooms.len()
     }
 
     /// The rooms with members now.
     pub fn rooms(&self) -> Vec<RoomName> {
-        self.lock().keys().cloned().collect()
+        self.lock().rooms.keys().cloned().collect()
     }
 
     /// Distinct rooms with members.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().rooms.len()
     }
 
     /// Whether no room has a member.
@@ -61,13 +81,32 @@ impl RoomIndex {
         self.len() == 0
     }
 
+    /// The members of `room` on this node.
+    pub fn members(&self, room: &RoomName) -> Members {
+        self.lock().rooms.get(room).cloned().unwrap_or_default()
+    }
+
+    /// The rooms whose members changed since the last call, with their members now
+    /// (empty: the room has none left here).
+    pub fn take_dirty(&self) -> Vec<(RoomName, Members)> {
+        let mut state = self.lock();
+        let dirty = std::mem::take(&mut state.dirty);
+        dirty
+            .into_iter()
+            .map(|room| {
+                let members = state.rooms.get(&room).cloned().unwrap_or_default();
+                (room, members)
+            })
+            .collect()
+    }
+
     /// Waits until the set of rooms changes (a change since the last wait counts).
     pub async fn changed(&self) {
         self.changed.notified().await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, u32>> {
-        self.shards.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -76,14 +115,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_room_stays_while_any_shard_has_it() {
+    fn a_room_stays_while_anyone_is_in_it() {
         let index = RoomIndex::default();
         let room = RoomName::parse("lobby").unwrap();
-        assert_eq!(index.enter(&room), 1);
-        assert_eq!(index.enter(&room), 1);
-        assert_eq!(index.exit(&room), 1);
-        assert_eq!(index.rooms(), vec![room.clone()]);
-        assert_eq!(index.exit(&room), 0);
+        let (ann, bob): (Arc<str>, Arc<str>) = (Arc::from("ann"), Arc::from("bob"));
+        assert_eq!(index.join(&room, &ann), 1);
+        assert_eq!(index.join(&room, &ann), 1);
+        assert_eq!(index.join(&room, &bob), 1);
+        assert_eq!(index.leave(&room, &ann), 1);
+        assert_eq!(index.members(&room).get(&ann), Some(&1));
+        assert_eq!(index.take_dirty().len(), 1);
+        assert!(index.take_dirty().is_empty());
+        index.leave(&room, &ann);
+        assert_eq!(index.leave(&room, &bob), 0);
         assert!(index.is_empty());
+        assert_eq!(index.take_dirty(), vec![(room, Members::new())]);
     }
 }

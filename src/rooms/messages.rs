@@ -63,6 +63,8 @@ pub enum SessionMsg {
     Unavailable,
     /// The session fell behind and was evicted from every room: close it.
     Evicted,
+    /// An operator disconnected the session's subject: close with 4003.
+    Revoked,
     /// The hub is shutting down: close with 1001.
     GoingAway,
 }
@@ -135,6 +137,11 @@ pub struct Publish(pub Event);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Recheck;
+
+/// Closes every session of a subject with 4003.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct DisconnectUser(pub Arc<str>);
 
 /// Tells every session to close with 1001 (shutdown); answers how many there were.
 #[derive(Message)]

@@ -2,9 +2,9 @@
 //! delivers each versioned room's events in order, and the [`Hub`], the one door the
 //! rest of the hub uses to reach it.
 
-mod delivery_metrics;
 mod frame;
 mod hub;
+mod hub_metrics;
 mod index;
 mod messages;
 mod name;
@@ -12,10 +12,10 @@ mod registry;
 pub mod routes;
 pub mod sequencer;
 
-pub use delivery_metrics::DeliveryMetrics;
 pub use frame::{event_frame, frame_to, FrameTarget};
 pub use hub::{EmitError, Hub, HubError, Link, Replay, ShardConfig};
-pub use index::RoomIndex;
+pub use hub_metrics::HubMetrics;
+pub use index::{Members, RoomIndex};
 pub use messages::{Event, JoinError, Joined, RegistryStats, SessionId, SessionMsg, Target};
 pub use name::{InvalidRoomName, RoomName};
 pub use registry::RoomRegistry;

@@ -93,25 +93,25 @@ impl RoomRegistry {
     fn remove_session(&mut self, id: SessionId) -> Option<Member> {
         let member = self.sessions.remove(&id)?;
         for room in &member.rooms {
-            self.leave_room(id, room);
+            self.leave_room(id, &member.sub, room);
         }
         Some(member)
     }
 
-    fn leave_room(&mut self, id: SessionId, room: &RoomName) {
+    fn leave_room(&mut self, id: SessionId, sub: &Arc<str>, room: &RoomName) {
         let Some(entry) = self.rooms.get_mut(room) else {
             return;
         };
         if entry.members.remove(&id) {
             self.metrics.leaves.inc();
+            let rooms = self.index.leave(room, sub);
+            self.metrics.rooms.set(rooms as i64);
         }
         if entry.members.is_empty() {
-            // Dropping the room answers its waiting joins (none can be left: they
-            // belong to members) and forgets its sequencer; a later join reads the
-            // head afresh.
+            // Dropping the room forgets its sequencer; a later join reads the head
+            // afresh. Its waiting joins (none can be left: they belong to members)
+            // answer `Gone`.
             self.rooms.remove(room);
-            let rooms = self.index.exit(room);
-            self.metrics.rooms.set(rooms as i64);
         }
     }
 
@@ -175,7 +175,7 @@ impl RoomRegistry {
             let resume = delivery.frames.first().map(|(v, _)| v - 1);
             let resume = resume.or_else(|| self.stream_of(room).and_then(|s| s.delivered()));
             if let Some(version) = resume {
-                self.metrics.delivery.history_lost.inc();
+                self.metrics.hub.history_lost.inc();
                 log::warn!("{room}: versions up to {version} are no longer kept; members re-fetch");
                 self.fan_out(&target, || SessionMsg::Resync {
                     room: room.clone(),
@@ -252,7 +252,7 @@ impl RoomRegistry {
             Err(e) => return self.read_failed(room, e, ctx),
         };
         stream.failing = None;
-        self.metrics.delivery.gap_reads_ok.inc();
+        self.metrics.hub.gap_reads_ok.inc();
         let delivery = stream.sequencer.read_done(read, ReadResult::clone(&result));
         if read == Read::Head {
             let answer = Ok(Joined {
@@ -263,7 +263,7 @@ impl RoomRegistry {
             }
         } else {
             self.metrics
-                .delivery
+                .hub
                 .versions_filled
                 .inc_by(delivery.frames.len() as u64);
         }
@@ -272,7 +272,7 @@ impl RoomRegistry {
     }
 
     fn read_failed(&mut self, room: RoomName, error: LogError, ctx: &mut Context<Self>) {
-        self.metrics.delivery.gap_reads_failed.inc();
+        self.metrics.hub.gap_reads_failed.inc();
         let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
             return;
         };
@@ -333,7 +333,7 @@ impl RoomRegistry {
             return;
         }
         self.ticking = true;
-        self.metrics.delivery.anti_entropy_runs.inc();
+        self.metrics.hub.anti_entropy_runs.inc();
         let changelog = self.changelog.clone();
         let keys = streams.iter().map(|(_, s)| s.clone()).collect();
         ctx.spawn(
@@ -355,7 +355,7 @@ impl RoomRegistry {
                         };
                         s.sequencer.note_head(*head);
                         if s.sequencer.has_gap() {
-                            act.metrics.delivery.anti_entropy_gaps.inc();
+                            act.metrics.hub.anti_entropy_gaps.inc();
                             act.pump(&room, ctx);
                         }
                     }
@@ -423,6 +423,7 @@ impl Handler<Join> for RoomRegistry {
             return Box::pin(async { Err(JoinError::Gone) });
         };
         member.rooms.insert(room.clone());
+        let sub = member.sub.clone();
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| Room {
             members: HashSet::new(),
             stream: self.changelog.stream_of(&room).map(|stream| RoomStream {
@@ -433,12 +434,10 @@ impl Handler<Join> for RoomRegistry {
                 failing: None,
             }),
         });
-        if entry.members.is_empty() {
-            let rooms = self.index.enter(&room);
-            self.metrics.rooms.set(rooms as i64);
-        }
         if entry.members.insert(id) {
             self.metrics.joins.inc();
+            let rooms = self.index.join(&room, &sub);
+            self.metrics.rooms.set(rooms as i64);
         }
         let Some(stream) = entry.stream.as_mut() else {
             return Box::pin(async { Ok(Joined { version: None }) });
@@ -461,10 +460,12 @@ impl Handler<Leave> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
-        if let Some(member) = self.sessions.get_mut(&msg.id) {
-            member.rooms.remove(&msg.room);
-        }
-        self.leave_room(msg.id, &msg.room);
+        let Some(member) = self.sessions.get_mut(&msg.id) else {
+            return;
+        };
+        member.rooms.remove(&msg.room);
+        let sub = member.sub.clone();
+        self.leave_room(msg.id, &sub, &msg.room);
     }
 }
 
@@ -498,6 +499,24 @@ impl Handler<Recheck> for RoomRegistry {
 
     fn handle(&mut self, _: Recheck, ctx: &mut Self::Context) {
         self.tick(ctx);
+    }
+}
+
+impl Handler<DisconnectUser> for RoomRegistry {
+    type Result = ();
+
+    fn handle(&mut self, DisconnectUser(sub): DisconnectUser, _: &mut Self::Context) {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, m)| m.sub == sub)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(member) = self.remove_session(id) {
+                member.recipient.do_send(SessionMsg::Revoked);
+            }
+        }
     }
 }
 

@@ -39,14 +39,17 @@ pub struct EmitBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Emitted {
-    /// The room it was sent to; absent for a broadcast.
+    /// The room it was sent to; absent for a broadcast or a user event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// The subject it was sent to, for a user event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The event name.
     pub event: String,
 }
 
-fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError> {
+pub(crate) fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<(), ApiError> {
     if !caller.0.role.is_privileged() {
         return Err(ApiError::Forbidden(
             "only admin and service tokens may emit events".into(),
@@ -101,6 +104,7 @@ pub async fn emit_to_room(
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Accepted().json(Emitted {
         room: Some(room.as_str().to_owned()),
+        user: None,
         event: body.event,
     }))
 }
@@ -135,6 +139,67 @@ pub async fn broadcast(
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Accepted().json(Emitted {
         room: None,
+        user: None,
         event: body.event,
+    }))
+}
+
+/// Who is in a room, over every node.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPresence {
+    /// The room.
+    pub room: String,
+    /// Sockets joined to the room.
+    pub connections: u64,
+    /// Distinct token subjects among them.
+    pub users: usize,
+    /// The subjects (at most 1,000), for admin and service tokens only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subs: Option<Vec<String>>,
+}
+
+/// Subjects listed in a presence answer at most.
+const MAX_PRESENCE_SUBS: usize = 1000;
+
+/// `GET /api/rooms/{room}/presence`: sockets and subjects in the room.
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{room}/presence",
+    tag = "events",
+    description = "Sockets joined to the room and distinct subjects among them, over every \
+                   node, reflecting joins and leaves within 2 s. Admin, service, or a token that \
+                   may join the room; only admin and service get the subjects (`subs`).",
+    params(("room" = String, Path, description = "The room", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    responses(
+        (status = 200, description = "The room's presence", body = RoomPresence),
+        (status = 400, description = "A bad room name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A token that may not join the room", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn presence(
+    caller: Caller,
+    room: web::Path<RoomName>,
+    hub: web::Data<Hub>,
+    metrics: web::Data<std::sync::Arc<crate::metrics::Metrics>>,
+) -> Result<HttpResponse, ApiError> {
+    let room = room.into_inner();
+    let privileged = caller.0.role.is_privileged();
+    if !privileged && !crate::auth::may_join(&caller.0, room.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not join {room}, so it may not see who is there"
+        )));
+    }
+    metrics.hub.presence_queries.inc();
+    let presence = hub.presence(&room).await;
+    let users = presence.subs.len();
+    let subs = privileged.then(|| presence.subs.into_iter().take(MAX_PRESENCE_SUBS).collect());
+    Ok(HttpResponse::Ok().json(RoomPresence {
+        room: room.as_str().to_owned(),
+        connections: presence.connections,
+        users,
+        subs,
     }))
 }

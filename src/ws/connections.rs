@@ -1,13 +1,21 @@
 //! Counts open sockets per token subject, so one credential cannot hold a node's
 //! sockets hostage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Subject → open sockets; a subject is present exactly while it has one.
+    open: HashMap<String, usize>,
+    /// Subjects whose count changed since the cluster census last took them.
+    dirty: HashSet<String>,
+}
 
 /// Open WebSocket connections per `sub` on this node.
 #[derive(Debug, Default, Clone)]
 pub struct ConnectionCounter {
-    counts: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 /// One counted connection; dropping it releases the count.
@@ -21,11 +29,15 @@ impl ConnectionCounter {
     /// Takes a slot for `sub` unless it already holds `max` connections.
     pub fn try_acquire(&self, sub: &str, max: usize) -> Option<ConnectionSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(sub.to_owned()).or_insert(0);
+        let count = counts.open.entry(sub.to_owned()).or_insert(0);
         if *count >= max {
+            if *count == 0 {
+                counts.open.remove(sub);
+            }
             return None;
         }
         *count += 1;
+        counts.dirty.insert(sub.to_owned());
         Some(ConnectionSlot {
             counter: self.clone(),
             sub: sub.to_owned(),
@@ -33,9 +45,23 @@ impl ConnectionCounter {
     }
 
     /// Open connections of `sub`.
-    pub fn count(&self, sub: &str) -> usize {
+    #[cfg(test)]
+    fn count(&self, sub: &str) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(sub).copied().unwrap_or(0)
+        counts.open.get(sub).copied().unwrap_or(0)
+    }
+
+    /// The subjects whose count changed since the last call, with their count now.
+    pub fn take_dirty(&self) -> Vec<(String, usize)> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let dirty = std::mem::take(&mut counts.dirty);
+        dirty
+            .into_iter()
+            .map(|sub| {
+                let count = counts.open.get(&sub).copied().unwrap_or(0);
+                (sub, count)
+            })
+            .collect()
     }
 }
 
@@ -46,12 +72,13 @@ impl Drop for ConnectionSlot {
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.sub) {
+        if let Some(count) = counts.open.get_mut(&self.sub) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.sub);
+                counts.open.remove(&self.sub);
             }
         }
+        counts.dirty.insert(self.sub.clone());
     }
 }
 
@@ -69,5 +96,9 @@ mod tests {
         drop(a);
         assert_eq!(counter.count("u"), 1);
         assert!(counter.try_acquire("u", 2).is_some());
+        let mut dirty = counter.take_dirty();
+        dirty.sort();
+        assert_eq!(dirty, [("u".to_owned(), 1), ("v".to_owned(), 0)]);
+        assert!(counter.take_dirty().is_empty());
     }
 }

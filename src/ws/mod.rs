@@ -21,3 +21,6 @@ pub use session::WsSession;
 
 /// Close code sent when a token expires without `refreshToken`.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// Close code: an operator disconnected the token's subject.
+pub const CLOSE_REVOKED: u16 = 4003;

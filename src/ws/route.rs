@@ -13,7 +13,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{ConnectionCounter, Origins, WsSession};
-use crate::auth::{bearer_token, AuthError, TokenVerifier};
+use crate::auth::{bearer_token, revoked, AuthError, Revocations, TokenVerifier};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Rejection};
@@ -32,6 +32,8 @@ pub struct WsContext {
     pub limits: Limits,
     /// How long a joining session retries reading what its client missed.
     pub recovery_deadline: Duration,
+    /// Revoked subjects, refused at the handshake and on `refreshToken`.
+    pub revocations: Arc<Revocations>,
     /// Browser origins allowed to connect.
     pub origins: Origins,
     /// Open sockets per token subject.
@@ -48,6 +50,8 @@ impl WsContext {
         verifier: web::Data<TokenVerifier>,
         limits: Limits,
         recovery_deadline: Duration,
+        revocations: Arc<Revocations>,
+        connections: ConnectionCounter,
         origins: Origins,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -56,8 +60,9 @@ impl WsContext {
             verifier,
             limits,
             recovery_deadline,
+            revocations,
             origins,
-            connections: ConnectionCounter::default(),
+            connections,
             metrics,
             next_id: AtomicU64::new(1),
         }
@@ -138,24 +143,37 @@ pub async fn websocket(
         None => Err(AuthError::Missing),
         Some(token) => context.verifier.verify(&token),
     }
+    .map_err(ApiError::from)
+    .and_then(|claims| match context.revocations.is_revoked(&claims) {
+        true => Err(revoked()),
+        false => Ok(claims),
+    })
     .map_err(|e| {
         log::info!("handshake from {} refused: {e}", peer(&req));
         context.metrics.rejected(Rejection::Token).inc();
-        ApiError::from(e)
+        e
     })?;
     let max = context.limits.max_connections_per_sub;
+    // In a cluster the limit counts the subject's sockets on every node.
+    let elsewhere = match context.hub.backplane() {
+        Some(backplane) => backplane.census().sockets_elsewhere(&claims.sub).await,
+        None => 0,
+    };
     let slot = context
         .connections
-        .try_acquire(&claims.sub, max)
+        .try_acquire(&claims.sub, max.saturating_sub(elsewhere))
         .ok_or_else(|| {
             log::info!(
                 "handshake from {} refused: sub {:?} already holds {max} sockets",
                 peer(&req),
                 claims.sub
             );
-            context.metrics.rejected(Rejection::TooManyConnections).inc();
+            context
+                .metrics
+                .rejected(Rejection::TooManyConnections)
+                .inc();
             ApiError::TooManyRequests(format!(
-                "this subject already holds {max} open sockets on this node (EVENTIDE_MAX_CONNECTIONS_PER_SUB)"
+                "this subject already holds {max} open sockets (EVENTIDE_MAX_CONNECTIONS_PER_SUB)"
             ))
         })?;
 

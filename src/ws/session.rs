@@ -25,7 +25,7 @@ use super::outbox::Outbox;
 use super::protocol::{self, ClientRequest, ErrorCode, FrameError, Joined};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::route::WsContext;
-use super::{ConnectionSlot, CLOSE_TOKEN_EXPIRED};
+use super::{ConnectionSlot, CLOSE_REVOKED, CLOSE_TOKEN_EXPIRED};
 use crate::auth::{may_join, Claims};
 use crate::rooms::{Event, JoinError, Link, Replay, RoomName, SessionId, SessionMsg};
 
@@ -376,7 +376,9 @@ impl WsSession {
             .verify(token)
             .map_err(|e| e.to_string())
             .and_then(|claims| {
-                if claims.same_identity(&self.claims) {
+                if self.context.revocations.is_revoked(&claims) {
+                    Err("this token was revoked".into())
+                } else if claims.same_identity(&self.claims) {
                     Ok(claims)
                 } else {
                     Err(
@@ -516,6 +518,7 @@ impl Handler<SessionMsg> for WsSession {
                 ctx,
             ),
             SessionMsg::Evicted => self.drop_slow_consumer(ctx),
+            SessionMsg::Revoked => self.close(CloseCode::Other(CLOSE_REVOKED), "revoked", ctx),
             SessionMsg::GoingAway => self.close(CloseCode::Away, "server shutting down", ctx),
         }
     }

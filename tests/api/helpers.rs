@@ -245,6 +245,7 @@ pub fn claims(role: Role, provider_id: Option<i64>) -> Claims {
         exp: now() + 3600,
         iss: None,
         aud: None,
+        iat: Some(now()),
     }
 }
 

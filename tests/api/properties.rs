@@ -33,6 +33,7 @@ fn claims(role: Role, provider_id: Option<i64>, rooms: Vec<String>) -> Claims {
         exp: 0,
         iss: None,
         aud: None,
+        iat: None,
     }
 }
 

@@ -1,10 +1,11 @@
-//! The delivery metrics: what an operator watches while gaps are being filled and
-//! while Redis misbehaves.
+//! The hub's own metrics: what an operator watches while gaps are being filled and
+//! while Redis misbehaves, and what operators do to users.
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
-/// Counters of the sequencers, the anti-entropy tick and the relay.
-pub struct DeliveryMetrics {
+/// Counters of the sequencers, the anti-entropy tick, the relay, disconnects and
+/// presence.
+pub struct HubMetrics {
     /// `eventide_gap_reads_total{result="ok"}`: change-log reads by the sequencers.
     pub gap_reads_ok: IntCounter,
     /// `eventide_gap_reads_total{result="error"}`.
@@ -28,9 +29,15 @@ pub struct DeliveryMetrics {
     pub relay_dropped: IntCounter,
     /// `eventide_relay_queued_bytes`: bytes waiting for Redis.
     pub relay_queued_bytes: IntGauge,
+    /// `eventide_user_disconnects_total`: `POST /api/users/{sub}/disconnect` calls.
+    pub disconnects: IntCounter,
+    /// `eventide_revocations_total`: disconnects that revoked tokens.
+    pub revocations: IntCounter,
+    /// `eventide_presence_queries_total`: `GET /api/rooms/{room}/presence` calls.
+    pub presence_queries: IntCounter,
 }
 
-impl DeliveryMetrics {
+impl HubMetrics {
     /// Registers the delivery metrics in `registry`.
     pub fn new(registry: &Registry) -> Self {
         let gap_reads = prometheus::IntCounterVec::new(
@@ -57,7 +64,7 @@ impl DeliveryMetrics {
         registry
             .register(Box::new(relay_queued_bytes.clone()))
             .expect("unique");
-        DeliveryMetrics {
+        HubMetrics {
             gap_reads_ok: gap_reads.with_label_values(&["ok"]),
             gap_reads_failed: gap_reads.with_label_values(&["error"]),
             versions_filled: counter(
@@ -89,6 +96,18 @@ impl DeliveryMetrics {
                 "Events never published to Redis (queue full or Redis unreachable too long)",
             ),
             relay_queued_bytes,
+            disconnects: counter(
+                "eventide_user_disconnects_total",
+                "Users disconnected through the API",
+            ),
+            revocations: counter(
+                "eventide_revocations_total",
+                "Disconnects that also revoked the user's tokens",
+            ),
+            presence_queries: counter(
+                "eventide_presence_queries_total",
+                "Presence queries answered",
+            ),
         }
     }
 }
