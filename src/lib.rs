@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod rooms;
+pub mod server;
 pub mod startup;
 pub mod ws;
