@@ -107,10 +107,3 @@ pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
         .build(Manager::new(target.clone()))
         .map_err(DbError::Pool)
 }
-
-/// Checks that the database answers a trivial query.
-pub fn ping(pool: &DbPool) -> Result<(), String> {
-    use diesel::connection::SimpleConnection;
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
-    conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
-}
