@@ -136,12 +136,14 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
     let exe = cdp::find_chromium().unwrap_or_else(|reason| panic!("{reason}"));
     let started = Instant::now();
     let port = free_port();
-    let app = spawn_app_with(|s| {
-        s.addr = ([127, 0, 0, 1], port).into();
-        // The page's WebSocket handshake carries the page's origin.
-        s.allowed_origins = vec![format!("http://127.0.0.1:{port}")];
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.addr = ([127, 0, 0, 1], port).into();
+            // The page's WebSocket handshake carries the page's origin.
+            s.allowed_origins = vec![format!("http://127.0.0.1:{port}")];
+        })
+        .spawn()
+        .await;
     // One slot before the page loads: it has to come from the REST snapshot.
     let first = create(&app, 9 * 60, "available", "Intake call").await;
 
@@ -241,7 +243,6 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
 
     // 4. Restart the hub on the same port and database; change things straight away,
     // possibly before the page is back. Its rejoin with `since` must replay them.
-    let settings = app.settings.clone();
     app.shutdown.clone().run().await;
     wait_until(
         &mut page,
@@ -261,7 +262,7 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
         );
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let app = spawn_with_settings(settings, app.dir).await;
+    let app = TestApp::builder().same_data_as(&app).spawn().await;
     assert_eq!(app.port, port);
     create(&app, 13 * 60, "available", "Added while the page was away").await;
     create(&app, 14 * 60, "booked", "Also missed").await;

@@ -32,8 +32,8 @@ async fn nodes_starting_together_on_a_fresh_database_all_come_up() {
 #[ignore = "needs PostgreSQL (EVENTIDE_TEST_PG_URL)"]
 async fn two_nodes_writing_one_provider_get_consecutive_versions() {
     let backend = Backend::Postgres;
-    let a = spawn_app_on(backend).await;
-    let b = spawn_with_settings(a.settings.clone(), a.dir.clone()).await;
+    let a = TestApp::builder().backend(backend).spawn().await;
+    let b = TestApp::builder().same_data_as(&a).spawn().await;
 
     // 2 nodes × 40 creates of distinct slots, 8 in flight per node.
     let mut created = 0;
