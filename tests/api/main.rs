@@ -17,4 +17,5 @@ mod properties;
 mod recovery;
 mod registry;
 mod rest;
+mod toolchain;
 mod websocket;
