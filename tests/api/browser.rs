@@ -1,4 +1,4 @@
-//! End to end in a real browser (contract section 5): Debian's headless Chromium loads
+//! End to end in a real browser (`docs/protocol.md` §5): Debian's headless Chromium loads
 //! the hub's page, which connects, joins a provider's room and then follows every REST
 //! change live, across a hub restart, without losing an update; every frame shows in
 //! the log panel and the browser console. Skipped when no Chromium is installed.
