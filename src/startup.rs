@@ -19,7 +19,7 @@ use crate::health::DatabaseProbe;
 use crate::metrics::Metrics;
 use crate::rooms::Hub;
 use crate::server::shutdown::SHUTDOWN_TIMEOUT_SECS;
-use crate::server::{middleware, network, routes, AppState, Shutdown};
+use crate::server::{cors, network, request_metrics, routes, AppState, Shutdown};
 use crate::ws::{Origins, WsContext};
 
 /// A hub that is bound and ready to run.
@@ -171,10 +171,10 @@ fn serve(
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
         App::new()
-            .wrap(middleware::cors(origins.clone()))
+            .wrap(cors::cors(origins.clone()))
             // Outermost, so it also sees what CORS answers by itself.
             .wrap(from_fn(move |req, next| {
-                middleware::observe_http(metrics.clone(), req, next)
+                request_metrics::observe_http(metrics.clone(), req, next)
             }))
             .configure(|cfg| state.register(cfg))
             .configure(routes::register)

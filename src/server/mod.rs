@@ -1,9 +1,10 @@
-//! The HTTP server around the handlers: the route table, the application state, the
-//! middleware every request passes, socket tuning and graceful shutdown.
+//! The HTTP server around the handlers: the route table, the application state, CORS,
+//! request metrics, socket tuning and graceful shutdown, one file each.
 //! [`crate::startup`] puts them together.
 
-pub mod middleware;
+pub mod cors;
 pub mod network;
+pub mod request_metrics;
 pub mod routes;
 pub mod shutdown;
 pub mod state;

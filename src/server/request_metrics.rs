@@ -1,29 +1,14 @@
-//! What wraps every request: the CORS policy (the same origin allowlist as WebSocket
-//! upgrades) and the request metrics.
+//! The middleware that counts every HTTP request and its duration
+//! (`eventide_http_requests_total`, `eventide_http_request_duration_seconds`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
 use actix_web::middleware::Next;
 
 use crate::metrics::Metrics;
-use crate::ws::Origins;
-
-/// CORS for browser callers from an allowed origin. A request from another origin is
-/// still answered, without CORS headers, so the browser (not the hub) refuses it.
-pub fn cors(origins: Origins) -> Cors {
-    Cors::default()
-        .allowed_origin_fn(move |origin, _| origins.allows(origin.as_bytes()))
-        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION])
-        .block_on_origin_mismatch(false)
-        .max_age(3600)
-}
 
 /// Counts each request and its duration by method, route pattern and status. Wrap it
 /// outermost, so it also sees what CORS answers by itself.
