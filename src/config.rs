@@ -15,13 +15,45 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+// Every default, once. The clap attributes, `Limits::default` and
+// `Settings::with_database` all read these, so `--help`, the tests and the docs agree.
+
 /// Default listen address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Default database: an embedded SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://eventide.db";
+/// Default clock leeway for `exp` and `nbf`, in seconds.
+pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 5;
 /// Default allowlist of browser origins, for CORS and WebSocket upgrades.
 pub const DEFAULT_ALLOWED_ORIGINS: &str =
     "http://localhost:8080,http://127.0.0.1:8080,http://localhost:4200";
+/// Default prefix of the cluster's Redis keys and channel.
+pub const DEFAULT_REDIS_PREFIX: &str = "eventide:";
+
+/// Default largest client WebSocket message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default rooms per connection.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 100;
+/// Default sustained client frames per second.
+pub const DEFAULT_MAX_FRAMES_PER_SEC: u32 = 50;
+/// Default burst of client frames.
+pub const DEFAULT_MAX_FRAME_BURST: u32 = 100;
+/// Default refused frames within 10 s before a flooding client is closed.
+pub const DEFAULT_MAX_RATE_LIMITED_FRAMES: u32 = 100;
+/// Default unsent outgoing bytes per connection before it is a slow consumer.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 1024 * 1024;
+/// Default open sockets per token subject on a node.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SUB: usize = 100;
+/// Default largest REST request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default (and least) number of changes kept per provider for recovery.
+pub const DEFAULT_MAX_HISTORY_PER_PROVIDER: i64 = 1000;
+/// Default seconds between server pings.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
+/// Default seconds of client silence before the socket is closed.
+pub const DEFAULT_CLIENT_TIMEOUT_SECS: u64 = 30;
+/// Default open connections a node accepts in all.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
 /// Everything `eventide-hub serve` needs to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +84,7 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
 
     /// Clock leeway for `exp` and `nbf`, in seconds.
-    #[arg(long, env = "EVENTIDE_JWT_LEEWAY_SECS", default_value_t = 5, value_parser = number::<u64>)]
+    #[arg(long, env = "EVENTIDE_JWT_LEEWAY_SECS", default_value_t = DEFAULT_JWT_LEEWAY_SECS, value_parser = number::<u64>)]
     pub jwt_leeway_secs: u64,
 
     /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades
@@ -70,7 +102,7 @@ pub struct Settings {
     pub redis_url: Option<String>,
 
     /// Prefix of the cluster's Redis keys and channel; nodes of one cluster share it.
-    #[arg(long, env = "EVENTIDE_REDIS_PREFIX", default_value = "eventide:")]
+    #[arg(long, env = "EVENTIDE_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
 
     /// Limits that protect the hub from its clients.
@@ -160,73 +192,69 @@ impl Delivery {
 #[command(next_help_heading = "Limits")]
 pub struct Limits {
     /// Largest client WebSocket message, continuation frames included (larger: close 1009).
-    #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = number::<usize>)]
     pub max_message_bytes: usize,
 
     /// Rooms one connection may be in at once (beyond: `too_many_rooms`).
-    #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_ROOMS_PER_CONNECTION, value_parser = number::<usize>)]
     pub max_rooms_per_connection: usize,
 
     /// Sustained client frames per second per connection (beyond: `rate_limited`).
-    #[arg(long, env = "EVENTIDE_MAX_FRAMES_PER_SEC", default_value_t = 50, value_parser = number::<u32>)]
+    #[arg(long, env = "EVENTIDE_MAX_FRAMES_PER_SEC", default_value_t = DEFAULT_MAX_FRAMES_PER_SEC, value_parser = number::<u32>)]
     pub max_frames_per_sec: u32,
 
     /// Burst of client frames allowed above the sustained rate.
-    #[arg(long, env = "EVENTIDE_MAX_FRAME_BURST", default_value_t = 100, value_parser = number::<u32>)]
+    #[arg(long, env = "EVENTIDE_MAX_FRAME_BURST", default_value_t = DEFAULT_MAX_FRAME_BURST, value_parser = number::<u32>)]
     pub max_frame_burst: u32,
 
     /// Refused frames within 10 s after which a flooding client is closed with 1008.
-    #[arg(long, env = "EVENTIDE_MAX_RATE_LIMITED_FRAMES", default_value_t = 100, value_parser = number::<u32>)]
+    #[arg(long, env = "EVENTIDE_MAX_RATE_LIMITED_FRAMES", default_value_t = DEFAULT_MAX_RATE_LIMITED_FRAMES, value_parser = number::<u32>)]
     pub max_rate_limited_frames: u32,
 
     /// Unsent outgoing bytes per connection before it is closed as a slow consumer.
-    #[arg(long, env = "EVENTIDE_MAX_PENDING_BYTES", default_value_t = 1024 * 1024, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_PENDING_BYTES", default_value_t = DEFAULT_MAX_PENDING_BYTES, value_parser = number::<usize>)]
     pub max_pending_bytes: usize,
 
     /// Open WebSocket connections one token subject (`sub`) may hold on a node.
-    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS_PER_SUB", default_value_t = 100, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS_PER_SUB", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_SUB, value_parser = number::<usize>)]
     pub max_connections_per_sub: usize,
 
     /// Largest REST request body (larger: 413).
-    #[arg(long, env = "EVENTIDE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = number::<usize>)]
     pub max_body_bytes: usize,
 
     /// Changes kept per provider for `joinRoom` recovery (at least 1,000).
-    #[arg(
-        long,
-        env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER",
-        default_value_t = 1000
-    , value_parser = number::<i64>)]
+    #[arg(long, env = "EVENTIDE_MAX_HISTORY_PER_PROVIDER", default_value_t = DEFAULT_MAX_HISTORY_PER_PROVIDER, value_parser = number::<i64>)]
     pub max_history_per_provider: i64,
 
     /// Seconds between server pings.
-    #[arg(long, env = "EVENTIDE_HEARTBEAT_SECS", default_value_t = 10, value_parser = number::<u64>)]
+    #[arg(long, env = "EVENTIDE_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS, value_parser = number::<u64>)]
     pub heartbeat_secs: u64,
 
     /// Seconds of client silence after which the server closes the socket.
-    #[arg(long, env = "EVENTIDE_CLIENT_TIMEOUT_SECS", default_value_t = 30, value_parser = number::<u64>)]
+    #[arg(long, env = "EVENTIDE_CLIENT_TIMEOUT_SECS", default_value_t = DEFAULT_CLIENT_TIMEOUT_SECS, value_parser = number::<u64>)]
     pub client_timeout_secs: u64,
 
     /// Open connections a node accepts in all (sockets and HTTP).
-    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = number::<usize>)]
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = number::<usize>)]
     pub max_connections: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: 64 * 1024,
-            max_rooms_per_connection: 100,
-            max_frames_per_sec: 50,
-            max_frame_burst: 100,
-            max_rate_limited_frames: 100,
-            max_pending_bytes: 1024 * 1024,
-            max_connections_per_sub: 100,
-            max_body_bytes: 64 * 1024,
-            max_history_per_provider: 1000,
-            heartbeat_secs: 10,
-            client_timeout_secs: 30,
-            max_connections: 100_000,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,
+            max_frame_burst: DEFAULT_MAX_FRAME_BURST,
+            max_rate_limited_frames: DEFAULT_MAX_RATE_LIMITED_FRAMES,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            max_connections_per_sub: DEFAULT_MAX_CONNECTIONS_PER_SUB,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_history_per_provider: DEFAULT_MAX_HISTORY_PER_PROVIDER,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
+            client_timeout_secs: DEFAULT_CLIENT_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -254,13 +282,13 @@ impl Settings {
             jwt_public_key_file: None,
             jwt_issuer: None,
             jwt_audience: None,
-            jwt_leeway_secs: 5,
+            jwt_leeway_secs: DEFAULT_JWT_LEEWAY_SECS,
             allowed_origins: DEFAULT_ALLOWED_ORIGINS
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
             redis_url: None,
-            redis_prefix: "eventide:".into(),
+            redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             limits: Limits::default(),
             delivery: Delivery::default(),
         }
@@ -268,9 +296,9 @@ impl Settings {
 
     /// Checks what clap cannot: values that parse but make no sense together.
     pub fn validate(&self) -> Result<(), String> {
-        if self.limits.max_history_per_provider < 1000 {
+        if self.limits.max_history_per_provider < DEFAULT_MAX_HISTORY_PER_PROVIDER {
             return Err(format!(
-                "EVENTIDE_MAX_HISTORY_PER_PROVIDER: must be at least 1000, got {}",
+                "EVENTIDE_MAX_HISTORY_PER_PROVIDER: must be at least {DEFAULT_MAX_HISTORY_PER_PROVIDER}, got {}",
                 self.limits.max_history_per_provider
             ));
         }
@@ -418,6 +446,20 @@ mod tests {
         ] {
             assert!(!is_origin(bad), "{bad}");
         }
+    }
+
+    /// The flags' defaults, `Limits::default` and `with_database` are the same settings.
+    #[test]
+    fn defaults_agree() {
+        use clap::{Args, Command, FromArgMatches};
+        // Ignore the environment of the machine the test runs on.
+        let command =
+            Settings::augment_args(Command::new("hub")).mut_args(|a| a.env(None::<&'static str>));
+        let parsed = Settings::from_arg_matches(&command.get_matches_from(["hub"])).unwrap();
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", Settings::with_database(DEFAULT_DATABASE_URL))
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! [`rooms::RoomRegistry`] actor through the [`rooms::Hub`] handle; the registry hands
 //! the same bytes to the [`ws::WsSession`] actor of every socket in the room, which
 //! writes them through its bounded outbox.
+//!
+//! Around that path: [`startup`] assembles the hub from [`config`] and the HTTP
+//! [`server`] (route table, state, middleware, socket options, shutdown); [`error`]
+//! maps every error to its HTTP status; `docs/protocol.md` is the contract all of it
+//! implements.
 
 pub mod auth;
 pub mod availability;
@@ -21,6 +26,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod rooms;
+pub mod server;
 pub mod startup;
 pub mod users;
 pub mod ws;

@@ -1,4 +1,4 @@
-//! Prometheus metrics: what operators watch (contract section 3, `GET /metrics`).
+//! Prometheus metrics: what operators watch (`docs/protocol.md` §3, `GET /metrics`).
 //!
 //! Each [`Application`](crate::startup::Application) owns one [`Metrics`], with its own
 //! `prometheus::Registry`, shared as an `Arc` with the parts that count: the session

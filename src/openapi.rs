@@ -3,7 +3,7 @@
 //!
 //! Each handler carries its own `#[utoipa::path]` (route, parameters, bodies, every
 //! status it answers) and each body type derives `ToSchema`, so the document changes
-//! with the code. The route table in [`crate::startup::endpoints`] is the one list of
+//! with the code. The route table in [`crate::server::routes`] is the one list of
 //! routes: the test `tests/api/openapi.rs` fails if the document and that table differ,
 //! and checks real responses against the documented schemas. The WebSocket frames are
 //! documented separately, in AsyncAPI (`docs/asyncapi.yaml`).
@@ -26,8 +26,8 @@ use utoipa::{Modify, OpenApi};
                        described by the AsyncAPI document `docs/asyncapi.yaml`."
     ),
     paths(
-        page_index,
-        page_client_js,
+        crate::page::index,
+        crate::page::client_js,
         crate::ws::websocket,
         crate::health::healthz,
         crate::health::readyz,
@@ -100,25 +100,3 @@ pub async fn openapi_json() -> HttpResponse {
         .content_type("application/json")
         .body(document())
 }
-
-// The page's handlers live in `crate::page`; these describe them for the document.
-
-/// `GET /`: the browser page.
-#[utoipa::path(
-    get,
-    path = "/",
-    tag = "page",
-    responses((status = 200, description = "The browser page", content_type = "text/html", body = String))
-)]
-#[allow(dead_code)]
-fn page_index() {}
-
-/// `GET /eventide.js`: the page's client.
-#[utoipa::path(
-    get,
-    path = "/eventide.js",
-    tag = "page",
-    responses((status = 200, description = "The page's WebSocket client", content_type = "text/javascript", body = String))
-)]
-#[allow(dead_code)]
-fn page_client_js() {}

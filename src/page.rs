@@ -8,6 +8,12 @@ const INDEX_HTML: &str = include_str!("../static/index.html");
 const CLIENT_JS: &str = include_str!("../client/eventide.js");
 
 /// `GET /`: the availability page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "page",
+    responses((status = 200, description = "The browser page", content_type = "text/html", body = String))
+)]
 pub async fn index() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -16,6 +22,12 @@ pub async fn index() -> HttpResponse {
 }
 
 /// `GET /eventide.js`: the reconnecting client module.
+#[utoipa::path(
+    get,
+    path = "/eventide.js",
+    tag = "page",
+    responses((status = 200, description = "The page's WebSocket client", content_type = "text/javascript", body = String))
+)]
 pub async fn client_js() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")

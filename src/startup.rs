@@ -1,41 +1,28 @@
-//! Building and running the hub: one [`Application::build`] used by `main` and by
-//! the tests (which bind port 0), the route table, and the graceful shutdown.
+//! Building and running the hub: one [`Application::build`] used by `main` and by the
+//! tests (which bind port 0), then [`Application::run_until_stopped`].
+//!
+//! This file only puts the parts together; each lives in its own module: the route
+//! table, application state, middleware, socket tuning and shutdown in
+//! [`crate::server`], the settings in [`crate::config`].
 
-use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use actix_cors::Cors;
-use actix_web::{
-    dev::{Extensions, Server, ServerHandle, Service},
-    http::{header, Method},
-    web, App, HttpResponse, HttpServer,
-};
+use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
 
 use crate::auth::{Revocations, TokenVerifier};
-use crate::availability::{self, AvailabilityStore};
+use crate::availability::AvailabilityStore;
 use crate::changelog::ChangeLog;
 use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
-use crate::error::{self, ApiError};
 use crate::health::DatabaseProbe;
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
-use crate::rooms::{self, Hub, ShardConfig};
-use crate::ws::{self, ConnectionCounter, Origins, WsContext};
-use crate::{health, metrics, openapi, page, users};
-
-/// Pending connections the kernel queues before the hub accepts them (capped by
-/// `net.core.somaxconn`).
-const LISTEN_BACKLOG: i32 = 4096;
-/// Kernel send buffer of each accepted socket (the kernel doubles it: 256 KiB).
-const SOCKET_SEND_BUFFER: usize = 128 * 1024;
-/// How long in-flight requests may take to finish at shutdown.
-const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
-/// How long sockets get to receive their close frame at shutdown.
-const SOCKET_DRAIN: Duration = Duration::from_secs(3);
+use crate::rooms::{Hub, ShardConfig};
+use crate::server::shutdown::SHUTDOWN_TIMEOUT_SECS;
+use crate::server::{cors, network, request_metrics, routes, AppState, Shutdown};
+use crate::ws::{ConnectionCounter, Origins, WsContext};
 
 /// A hub that is bound and ready to run.
 pub struct Application {
@@ -74,28 +61,6 @@ impl Application {
                 .map_err(|e| StartupError(e.to_string()))?
         };
 
-        let backplane = match &settings.redis_url {
-            Some(url) => Some(
-                Backplane::new(url, &settings.redis_prefix)
-                    .map_err(|e| StartupError(e.to_string()))?,
-            ),
-            None => None,
-        };
-        if backplane.is_some() && target.sqlite_path().is_some() {
-            log::warn!(
-                "EVENTIDE_REDIS_URL is set with a SQLite database: a cluster's nodes must share \
-                 one PostgreSQL database (DATABASE_URL=postgres://…)"
-            );
-        }
-        // One set of metrics per hub, never a global: tests run many hubs in one process.
-        let metrics = Arc::new(Metrics::new(backplane.is_some()));
-        let limits = settings.limits.clone();
-        let delivery = &settings.delivery;
-        let changelog = ChangeLog::new(
-            pool.clone(),
-            &delivery.history_patterns(),
-            limits.max_history_per_provider,
-        );
         let revocations = {
             let pool = pool.clone();
             web::block(move || Revocations::load(pool))
@@ -105,14 +70,15 @@ impl Application {
         };
         revocations.keep_fresh();
         let connections = ConnectionCounter::default();
-        let hub = start_hub(
-            &settings,
-            changelog,
-            backplane,
-            (revocations.clone(), connections.clone()),
-            metrics.clone(),
-        )
-        .await;
+        let links = Links {
+            pool: pool.clone(),
+            revocations: revocations.clone(),
+            connections: connections.clone(),
+        };
+        let (hub, metrics) = start_hub(&settings, &target, links).await?;
+
+        let limits = settings.limits.clone();
+        let delivery = &settings.delivery;
         let store =
             AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider)
                 .pause_after_commit(delivery.pause_after_commit);
@@ -127,17 +93,6 @@ impl Application {
             origins.clone(),
             metrics.clone(),
         ));
-
-        let listener = bind(settings.addr).map_err(|e| {
-            StartupError(format!(
-                "EVENTIDE_ADDR: cannot listen on {}: {e}",
-                settings.addr
-            ))
-        })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| StartupError(e.to_string()))?;
-
         let state = AppState {
             hub: web::Data::new(hub.clone()),
             store: web::Data::new(store),
@@ -149,51 +104,18 @@ impl Application {
             revocations: web::Data::new(revocations),
             max_body_bytes: limits.max_body_bytes,
         };
-        let server = HttpServer::new(move || {
-            let origins = origins.clone();
-            let cors = Cors::default()
-                .allowed_origin_fn(move |origin, _| origins.allows(origin.as_bytes()))
-                .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
-                .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .expose_headers([header::LOCATION])
-                .block_on_origin_mismatch(false)
-                .max_age(3600);
-            let metrics = metrics.clone();
-            App::new()
-                .wrap(cors)
-                // Outermost, so it also sees what CORS answers by itself.
-                .wrap_fn(move |req, srv| {
-                    let started = Instant::now();
-                    let method = req.method().clone();
-                    // The pattern, not the path: ids must not become label values.
-                    let route = req.match_pattern();
-                    let metrics = metrics.clone();
-                    let response = srv.call(req);
-                    async move {
-                        let response = response.await;
-                        let status = match &response {
-                            Ok(r) => r.status(),
-                            Err(e) => e.as_response_error().status_code(),
-                        };
-                        metrics.observe_http(
-                            &method,
-                            route.as_deref().unwrap_or("unmatched"),
-                            status.as_u16(),
-                            started.elapsed(),
-                        );
-                        response
-                    }
-                })
-                .configure(|cfg| state.configure(cfg))
-        })
-        // `on_connect` must come before `listen`, which takes the callback as it is then.
-        .on_connect(tune_socket)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .max_connections(limits.max_connections)
-        .listen(listener)
-        .map_err(|e| StartupError(e.to_string()))?
-        .run();
+
+        let listener = network::bind(settings.addr).map_err(|e| {
+            StartupError(format!(
+                "EVENTIDE_ADDR: cannot listen on {}: {e}",
+                settings.addr
+            ))
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError(e.to_string()))?;
+        let server = serve(listener, state, origins, metrics, limits.max_connections)
+            .map_err(|e| StartupError(e.to_string()))?;
 
         log::info!("listening on http://{}:{}", local.ip(), local.port());
         Ok(Application {
@@ -221,36 +143,56 @@ impl Application {
 
     /// A handle that shuts this hub down gracefully.
     pub fn shutdown_handle(&self) -> Shutdown {
-        Shutdown {
-            server: self.server.handle(),
-            hub: self.hub.clone(),
-        }
+        Shutdown::new(self.server.handle(), self.hub.clone())
     }
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let shutdown = self.shutdown_handle();
-        actix_web::rt::spawn(async move {
-            wait_for_signal().await;
-            log::info!("shutdown signal received");
-            shutdown.run().await;
-        });
+        actix_web::rt::spawn(self.shutdown_handle().on_signal());
         self.server.await
     }
 }
 
-/// Starts the hub and, in a cluster, its link to Redis (waiting for the first
-/// subscription, so a node that starts with Redis up hears its peers at once).
+/// What the hub shares with the rest of the node.
+struct Links {
+    pool: DbPool,
+    revocations: Arc<Revocations>,
+    connections: ConnectionCounter,
+}
+
+/// Creates this node's [`Hub`] and, when `EVENTIDE_REDIS_URL` is set, starts the Redis
+/// backplane that connects it to the other nodes (waiting for the first subscription,
+/// so a node that starts with Redis up hears its peers at once). The only place the
+/// hub and the backplane are wired together; the metrics are created here because
+/// they depend on whether there is a backplane.
 async fn start_hub(
     settings: &Settings,
-    changelog: ChangeLog,
-    backplane: Option<Arc<Backplane>>,
-    (revocations, sockets): (Arc<Revocations>, ConnectionCounter),
-    metrics: Arc<Metrics>,
-) -> Hub {
+    target: &DatabaseTarget,
+    links: Links,
+) -> Result<(Hub, Arc<Metrics>), StartupError> {
+    let backplane = match &settings.redis_url {
+        Some(url) => Some(
+            Backplane::new(url, &settings.redis_prefix).map_err(|e| StartupError(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if backplane.is_some() && target.sqlite_path().is_some() {
+        log::warn!(
+            "EVENTIDE_REDIS_URL is set with a SQLite database: a cluster's nodes must share \
+             one PostgreSQL database (DATABASE_URL=postgres://…)"
+        );
+    }
+    // One set of metrics per hub, never a global: tests run many hubs in one process.
+    let metrics = Arc::new(Metrics::new(backplane.is_some()));
+    let delivery = &settings.delivery;
+    let changelog = ChangeLog::new(
+        links.pool,
+        &delivery.history_patterns(),
+        settings.limits.max_history_per_provider,
+    );
     let config = ShardConfig {
-        anti_entropy_interval: settings.delivery.anti_entropy_interval(),
-        recovery_deadline: settings.delivery.recovery_deadline(),
+        anti_entropy_interval: delivery.anti_entropy_interval(),
+        recovery_deadline: delivery.recovery_deadline(),
         hold: HoldLimits {
             count: 4096,
             bytes: settings.limits.max_pending_bytes * 4,
@@ -258,228 +200,40 @@ async fn start_hub(
     };
     let hub = Hub::new(config, changelog, backplane.clone(), metrics.clone());
     if let Some(backplane) = &backplane {
+        let (revocations, sockets) = (links.revocations, links.connections);
         backplane
-            .start(hub.clone(), revocations, sockets, metrics)
+            .start(hub.clone(), revocations, sockets, metrics.clone())
             .await;
     }
-    hub
+    Ok((hub, metrics))
 }
 
-/// Stops a running hub: stop accepting, close every socket with 1001, let in-flight
-/// requests finish, stop.
-#[derive(Clone)]
-pub struct Shutdown {
-    server: ServerHandle,
-    hub: Hub,
-}
-
-impl Shutdown {
-    /// Runs the shutdown; returns when the server has stopped.
-    pub async fn run(self) {
-        self.server.pause().await;
-        let sockets = self.hub.close_all().await;
-        log::info!("closing {sockets} socket(s) with 1001");
-        if let Some(backplane) = self.hub.backplane() {
-            // What cannot be published now, the other nodes' anti-entropy recovers.
-            if !backplane.drain(SOCKET_DRAIN).await {
-                log::warn!("shutdown: some events were not published to Redis");
-            }
-            backplane.census().leave().await;
-        }
-        let deadline = tokio::time::Instant::now() + SOCKET_DRAIN;
-        while tokio::time::Instant::now() < deadline {
-            match self.hub.stats().await {
-                Ok(stats) if stats.sessions > 0 => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                _ => break,
-            }
-        }
-        // Let the writers flush the close frames they were just handed.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.server.stop(true).await;
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use actix_web::rt::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = actix_web::rt::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = actix_web::rt::signal::ctrl_c().await;
-    }
-}
-
-/// Binds the listener with a backlog deep enough for bursts of connects (the standard
-/// library's `bind` uses 128).
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// Per-connection socket options: no Nagle delay for small frames, and a kernel
-/// timeout that releases connections whose peer stopped acknowledging data (a frozen
-/// client otherwise holds its socket and buffers forever).
-fn tune_socket(conn: &dyn Any, _: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let socket = socket2::SockRef::from(tcp);
-        let _ = socket.set_tcp_nodelay(true);
-        // A fixed send buffer bounds the kernel memory a client that stops reading can
-        // pin (autotuning lets it grow to tcp_wmem's 4 MiB); the kernel doubles it.
-        let _ = socket.set_send_buffer_size(SOCKET_SEND_BUFFER);
-        let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10));
-        let _ = socket.set_tcp_keepalive(&keepalive);
-    }
-}
-
-/// Everything the handlers share, cloned into each worker.
-#[derive(Clone)]
-struct AppState {
-    hub: web::Data<Hub>,
-    store: web::Data<AvailabilityStore>,
-    verifier: web::Data<TokenVerifier>,
-    pool: web::Data<DbPool>,
-    probe: web::Data<DatabaseProbe>,
-    ws: web::Data<Arc<WsContext>>,
-    metrics: web::Data<Arc<Metrics>>,
-    revocations: web::Data<Arc<Revocations>>,
-    max_body_bytes: usize,
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
-}
-
-/// A resource that answers unknown methods with a JSON 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-/// One route of the hub: a method, a path pattern and its handler.
-pub struct Endpoint {
-    /// The HTTP method.
-    pub method: Method,
-    /// The path pattern, as registered and as documented (`{name}` for a parameter).
-    pub path: &'static str,
-    handler: fn() -> actix_web::Route,
-}
-
-impl Endpoint {
-    fn new(method: Method, path: &'static str, handler: fn() -> actix_web::Route) -> Self {
-        Endpoint {
-            method,
-            path,
-            handler,
-        }
-    }
-}
-
-/// Every route the hub serves, in registration order: the one list of routes.
-/// [`AppState::configure`] registers exactly these, and the OpenAPI test checks that
-/// the document describes exactly these.
-pub fn endpoints() -> Vec<Endpoint> {
-    use availability::routes as slots;
-    vec![
-        Endpoint::new(Method::GET, "/", || web::to(page::index)),
-        Endpoint::new(Method::GET, "/eventide.js", || web::to(page::client_js)),
-        Endpoint::new(Method::GET, "/ws", || web::to(ws::websocket)),
-        Endpoint::new(Method::GET, "/healthz", || web::to(health::healthz)),
-        Endpoint::new(Method::GET, "/readyz", || web::to(health::readyz)),
-        Endpoint::new(Method::GET, "/metrics", || web::to(metrics::scrape)),
-        Endpoint::new(Method::GET, "/api/openapi.json", || {
-            web::to(openapi::openapi_json)
-        }),
-        Endpoint::new(
-            Method::GET,
-            "/api/providers/{providerId}/availability",
-            || web::to(slots::list),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/api/providers/{providerId}/availability",
-            || web::to(slots::create),
-        ),
-        Endpoint::new(Method::GET, "/api/availability/{id}", || {
-            web::to(slots::get)
-        }),
-        Endpoint::new(Method::PATCH, "/api/availability/{id}", || {
-            web::to(slots::update)
-        }),
-        Endpoint::new(Method::DELETE, "/api/availability/{id}", || {
-            web::to(slots::delete)
-        }),
-        Endpoint::new(Method::POST, "/api/rooms/{room}/events", || {
-            web::to(rooms::routes::emit_to_room)
-        }),
-        Endpoint::new(Method::POST, "/api/broadcast", || {
-            web::to(rooms::routes::broadcast)
-        }),
-        Endpoint::new(Method::GET, "/api/rooms/{room}/presence", || {
-            web::to(rooms::routes::presence)
-        }),
-        Endpoint::new(Method::POST, "/api/users/{sub}/events", || {
-            web::to(users::routes::emit_to_user)
-        }),
-        Endpoint::new(Method::POST, "/api/users/{sub}/disconnect", || {
-            web::to(users::routes::disconnect)
-        }),
-    ]
-}
-
-impl AppState {
-    fn configure(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(self.hub.clone())
-            .app_data(self.store.clone())
-            .app_data(self.verifier.clone())
-            .app_data(self.pool.clone())
-            .app_data(self.probe.clone())
-            .app_data(self.ws.clone())
-            .app_data(self.metrics.clone())
-            .app_data(self.revocations.clone())
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(self.max_body_bytes)
-                    .content_type_required(false)
-                    .error_handler(error::json_error),
-            )
-            .app_data(web::PathConfig::default().error_handler(error::path_error))
-            .app_data(web::QueryConfig::default().error_handler(error::query_error));
-        // One resource per path, holding each of its methods; other methods get 405.
-        let endpoints = endpoints();
-        let mut paths: Vec<&str> = Vec::new();
-        for endpoint in &endpoints {
-            if !paths.contains(&endpoint.path) {
-                paths.push(endpoint.path);
-            }
-        }
-        for path in paths {
-            let mut resource = resource(path);
-            for endpoint in endpoints.iter().filter(|e| e.path == path) {
-                resource = resource.route((endpoint.handler)().method(endpoint.method.clone()));
-            }
-            cfg.service(resource);
-        }
-        cfg.default_service(web::to(not_found));
-    }
+/// The HTTP server on `listener`: every worker's `App` gets the state, CORS, request
+/// metrics and the route table; every accepted socket is tuned.
+fn serve(
+    listener: TcpListener,
+    state: AppState,
+    origins: Origins,
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new()
+            .wrap(cors::cors(origins.clone()))
+            // Outermost, so it also sees what CORS answers by itself.
+            .wrap(from_fn(move |req, next| {
+                request_metrics::observe_http(metrics.clone(), req, next)
+            }))
+            .configure(|cfg| state.register(cfg))
+            .configure(routes::register)
+    })
+    // `on_connect` must come before `listen`, which takes the callback as it is then.
+    .on_connect(network::tune_socket)
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .max_connections(max_connections)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }

@@ -1,4 +1,4 @@
-//! The claims an Eventide token carries (contract section 2).
+//! The claims an Eventide token carries (`docs/protocol.md` §2).
 
 use serde::{Deserialize, Serialize};
 

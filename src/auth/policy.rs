@@ -1,4 +1,4 @@
-//! Which rooms a token may join (contract section 2).
+//! Which rooms a token may join (`docs/protocol.md` §2).
 
 use super::{Claims, Role};
 

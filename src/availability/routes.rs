@@ -1,4 +1,4 @@
-//! The availability REST routes (contract section 3).
+//! The availability REST routes (`docs/protocol.md` §3).
 //!
 //! Each handler carries its `#[utoipa::path]`: the OpenAPI document is generated from
 //! these, next to the code they describe (see `crate::openapi`).

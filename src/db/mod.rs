@@ -122,10 +122,3 @@ pub fn read_transaction<T, E: From<diesel::result::Error>>(
         f(conn)
     })
 }
-
-/// Checks that the database answers a trivial query.
-pub fn ping(pool: &DbPool) -> Result<(), String> {
-    use diesel::connection::SimpleConnection;
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
-    conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
-}

@@ -1,4 +1,4 @@
-//! The WebSocket protocol (contract section 4): parsing client frames and building the
+//! The WebSocket protocol (`docs/protocol.md` §4): parsing client frames and building the
 //! replies. Parsing never panics and every failure names what was wrong, so a client
 //! gets a clear `error` frame and keeps its connection.
 

@@ -119,10 +119,10 @@ fn join(room: &str, since: Option<i64>, reference: &str) -> Value {
 
 #[actix_web::test]
 async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
-    let (dir, url) = fresh_data(Backend::Sqlite);
-    let mut settings = test_settings(&url);
-    settings.limits.max_rooms_per_connection = 2;
-    let app = spawn_with_settings(settings, dir).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_rooms_per_connection = 2)
+        .spawn()
+        .await;
     let pool = app.pool.clone();
     let mut r = Recorder {
         api: AsyncApi::load(),
@@ -272,11 +272,13 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
     assert_eq!(r.recv(&mut admin_socket).await["event"], "joinedRoom");
 
     // `rate_limited`, on a hub with a tiny burst.
-    let strict = spawn_app_with(|s| {
-        s.limits.max_frames_per_sec = 1;
-        s.limits.max_frame_burst = 1;
-    })
-    .await;
+    let strict = TestApp::builder()
+        .configure(|s| {
+            s.limits.max_frames_per_sec = 1;
+            s.limits.max_frame_burst = 1;
+        })
+        .spawn()
+        .await;
     let mut flooder = strict.ws(&admin()).await;
     for _ in 0..5 {
         r.send(&mut flooder, join("lobby", None, "x")).await;

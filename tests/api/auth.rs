@@ -93,7 +93,7 @@ fn bad_tokens() -> Vec<(&'static str, String)> {
 
 #[actix_web::test]
 async fn refused_tokens_get_401_on_rest_and_at_the_handshake() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for (case, token) in bad_tokens() {
         let (status, body) = app.get("/api/providers/1/availability", &token).await;
         assert_eq!(status, 401, "REST accepted {case}: {body}");
@@ -123,7 +123,7 @@ async fn refused_tokens_get_401_on_rest_and_at_the_handshake() {
 
 #[actix_web::test]
 async fn browsers_can_send_the_token_in_the_query_or_as_a_subprotocol() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let token = provider(9);
     let mut by_query = app
         .ws_request(
@@ -150,7 +150,7 @@ async fn browsers_can_send_the_token_in_the_query_or_as_a_subprotocol() {
 
 #[actix_web::test]
 async fn origins_outside_the_allowlist_are_refused() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let token = admin();
     let ws = |origin: &str| {
         app.http()
@@ -204,11 +204,14 @@ async fn rs256_and_es256_with_a_public_key_and_nothing_else() {
         ("rsa-public.pem", rsa_token(&valid_claims())),
         ("ec-public.pem", ec_token(&valid_claims())),
     ] {
-        let app = spawn_app_with(|s| {
-            s.jwt_public_key_file =
-                Some(format!("{}/tests/fixtures/{key_file}", env!("CARGO_MANIFEST_DIR")).into());
-        })
-        .await;
+        let app = TestApp::builder()
+            .configure(|s| {
+                s.jwt_public_key_file = Some(
+                    format!("{}/tests/fixtures/{key_file}", env!("CARGO_MANIFEST_DIR")).into(),
+                );
+            })
+            .spawn()
+            .await;
         assert_eq!(
             app.get("/api/providers/1/availability", &good_token)
                 .await
@@ -244,11 +247,13 @@ async fn rs256_and_es256_with_a_public_key_and_nothing_else() {
 
 #[actix_web::test]
 async fn issuer_and_audience_are_checked_when_configured() {
-    let app = spawn_app_with(|s| {
-        s.jwt_issuer = Some("eventide-auth".into());
-        s.jwt_audience = Some("eventide-hub".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.jwt_issuer = Some("eventide-auth".into());
+            s.jwt_audience = Some("eventide-hub".into());
+        })
+        .spawn()
+        .await;
     let mut good = valid_claims();
     good["iss"] = json!("eventide-auth");
     good["aud"] = json!("eventide-hub");
@@ -281,7 +286,10 @@ async fn issuer_and_audience_are_checked_when_configured() {
 
 #[actix_web::test]
 async fn a_generated_secret_is_kept_beside_the_database_and_found_by_token() {
-    let app = spawn_app_with(|s| s.jwt_secret = None).await;
+    let app = TestApp::builder()
+        .configure(|s| s.jwt_secret = None)
+        .spawn()
+        .await;
     let secret_file = app.dir.path().join("hub.db.jwt-secret");
     let metadata =
         std::fs::metadata(&secret_file).expect("the secret is stored beside the database");

@@ -10,16 +10,12 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::lifecycle::HubProcess;
 
-pub(crate) fn redis_url() -> Option<String> {
-    match std::env::var("EVENTIDE_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "skipping cluster test: set EVENTIDE_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379)"
-            );
-            None
-        }
-    }
+/// The shared test Redis; panics, saying what to set, when there is none.
+pub(crate) fn redis_url() -> String {
+    std::env::var("EVENTIDE_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .expect("this test needs Redis: set EVENTIDE_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379)")
 }
 
 fn unique_prefix() -> String {
@@ -34,7 +30,7 @@ fn now_nanos() -> u128 {
 }
 
 /// Two nodes on one fresh PostgreSQL database and the given Redis.
-async fn two_nodes(redis: &str) -> Option<(TestApp, TestApp)> {
+async fn two_nodes(redis: &str) -> (TestApp, TestApp) {
     two_nodes_with(redis, |_| {}).await
 }
 
@@ -43,18 +39,20 @@ async fn two_nodes(redis: &str) -> Option<(TestApp, TestApp)> {
 pub(crate) async fn two_nodes_with(
     redis: &str,
     configure: impl FnOnce(&mut eventide_hub::config::Settings),
-) -> Option<(TestApp, TestApp)> {
-    let backend = Backend::postgres()?;
+) -> (TestApp, TestApp) {
     let prefix = unique_prefix();
     let redis = redis.to_owned();
-    let a = spawn_app_on_with(backend, |s| {
-        s.redis_url = Some(redis);
-        s.redis_prefix = prefix;
-        configure(s);
-    })
-    .await;
-    let b = spawn_with_settings(a.settings.clone(), a.dir.clone()).await;
-    Some((a, b))
+    let a = TestApp::builder()
+        .backend(Backend::Postgres)
+        .configure(|s| {
+            s.redis_url = Some(redis);
+            s.redis_prefix = prefix;
+            configure(s);
+        })
+        .spawn()
+        .await;
+    let b = TestApp::builder().same_data_as(&a).spawn().await;
+    (a, b)
 }
 
 pub(crate) async fn ready_status(app: &TestApp) -> u16 {
@@ -70,11 +68,9 @@ pub(crate) async fn wait_for_ready(app: &TestApp, status: u16) {
 }
 
 #[actix_web::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn events_from_any_node_reach_every_node_once_in_order() {
-    let Some(redis) = redis_url() else { return };
-    let Some((a, b)) = two_nodes(&redis).await else {
-        return;
-    };
+    let (a, b) = two_nodes(&redis_url()).await;
     assert_eq!(ready_status(&a).await, 200);
 
     let mut subscribers = Vec::new();
@@ -136,18 +132,11 @@ async fn events_from_any_node_reach_every_node_once_in_order() {
 }
 
 #[actix_web::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_redis_restart_flips_readiness_and_subscribers_catch_up() {
-    if redis_url().is_none() {
-        return;
-    }
     let port = free_port();
-    let Some(mut redis) = PrivateRedis::start(port) else {
-        eprintln!("skipping Redis restart test: cannot start redis-server");
-        return;
-    };
-    let Some((a, b)) = two_nodes(&format!("redis://127.0.0.1:{}", redis.port)).await else {
-        return;
-    };
+    let mut redis = PrivateRedis::start(port).expect("redis-server starts");
+    let (a, b) = two_nodes(&format!("redis://127.0.0.1:{}", redis.port)).await;
     let mut on_a = a.ws(&provider(6)).await;
     on_a.join("provider-6", None).await;
     let mut on_b = b.ws(&provider(6)).await;
@@ -177,11 +166,10 @@ async fn a_redis_restart_flips_readiness_and_subscribers_catch_up() {
 }
 
 #[actix_web::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn clients_of_a_killed_node_move_to_another_and_lose_nothing() {
-    let Some(redis) = redis_url() else { return };
-    let Some((survivor, _other)) = two_nodes(&redis).await else {
-        return;
-    };
+    let redis = redis_url();
+    let (survivor, _other) = two_nodes(&redis).await;
     let victim = HubProcess::start(&[
         ("DATABASE_URL", survivor.settings.database_url.as_str()),
         ("EVENTIDE_REDIS_URL", redis.as_str()),

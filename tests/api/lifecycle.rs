@@ -1,24 +1,26 @@
 //! The hub as a process: restarts keep data, SIGTERM closes every socket with 1001
 //! and exits 0, and a client that never reads cannot grow the hub's memory.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::helpers::*;
 
+// `HubProcess` lives in `helpers::processes`; re-exported here only for `cluster.rs`,
+// which still imports it from this module.
+pub use crate::helpers::HubProcess;
+
 async fn a_restart_keeps_slots_and_versions(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     app.create_slot(12, 0).await;
     app.create_slot(12, 60).await;
-    let settings = app.settings.clone();
     app.shutdown.clone().run().await;
-    let dir = app.dir;
 
-    let again = spawn_with_settings(settings, dir).await;
+    let again = TestApp::builder().same_data_as(&app).spawn().await;
     let (status, list) = again.get("/api/providers/12/availability", &admin()).await;
     assert_eq!(status, 200);
     assert_eq!(list["version"], 2);
@@ -30,79 +32,12 @@ async fn a_restart_keeps_slots_and_versions(backend: Backend) {
     assert_eq!(socket.recv().await["data"]["version"], 2);
 }
 
-/// A hub process on a free port, with its own SQLite file.
-pub struct HubProcess {
-    pub child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl HubProcess {
-    pub fn start(extra_env: &[(&str, &str)]) -> HubProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eventide-hub"))
-            .env("EVENTIDE_ADDR", "127.0.0.1:0")
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}/hub.db", dir.path().display()),
-            )
-            .env("EVENTIDE_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hub binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let port = loop {
-            let line = lines.next().expect("the hub logs before exiting").unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.rsplit(':').next().unwrap().trim().parse().unwrap();
-            }
-        };
-        // Keep draining the log so the hub never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        HubProcess {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn process_ws(port: u16, token: &str) -> WsClient {
-    let (_, framed) = awc::Client::new()
-        .ws(format!("ws://127.0.0.1:{port}/ws"))
-        .bearer_auth(token)
-        .max_frame_size(1 << 20)
-        .connect()
-        .await
-        .expect("handshake");
-    WsClient { framed }
-}
-
 #[actix_web::test]
 async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut hub = HubProcess::start(&[]);
     let mut sockets = Vec::new();
     for _ in 0..5 {
-        let mut socket = process_ws(hub.port, &admin()).await;
+        let mut socket = hub.ws(&admin()).await;
         socket.join("lobby", None).await;
         sockets.push(socket);
     }
@@ -163,7 +98,7 @@ fn stalled_socket(port: u16, token: &str) -> TcpStream {
 #[actix_web::test]
 async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
     let hub = HubProcess::start(&[]);
-    let mut reader = process_ws(hub.port, &service()).await;
+    let mut reader = hub.ws(&service()).await;
     reader.join("firehose", None).await;
     let stalled = stalled_socket(hub.port, &service());
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -232,10 +167,11 @@ async fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
 crate::on_both_backends!(a_restart_keeps_slots_and_versions);
 
 #[actix_web::test]
+#[ignore = "needs `ss` (iproute2)"]
 async fn accepted_sockets_get_the_hubs_tcp_options() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let _socket = app.ws(&admin()).await;
-    let Ok(output) = Command::new("ss")
+    let output = Command::new("ss")
         .args([
             "-tmnoH",
             "state",
@@ -243,10 +179,7 @@ async fn accepted_sockets_get_the_hubs_tcp_options() {
             &format!("( sport = :{} )", app.port),
         ])
         .output()
-    else {
-        eprintln!("skipping: `ss` (iproute2) is not installed");
-        return;
-    };
+        .expect("this test needs `ss` on PATH (apt-get install iproute2)");
     let text = String::from_utf8_lossy(&output.stdout);
     // The kernel doubles SO_SNDBUF: 128 KiB asked, 256 KiB reported.
     assert!(text.contains("tb262144"), "send buffer not capped: {text}");

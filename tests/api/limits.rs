@@ -10,7 +10,10 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn too_many_rooms() {
-    let app = spawn_app_with(|s| s.limits.max_rooms_per_connection = 3).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_rooms_per_connection = 3)
+        .spawn()
+        .await;
     let mut socket = app.ws(&admin()).await;
     for room in ["a", "b", "c"] {
         socket.join(room, None).await;
@@ -32,12 +35,14 @@ async fn too_many_rooms() {
 
 #[actix_web::test]
 async fn flooding_is_rate_limited_then_closed_while_others_are_served() {
-    let app = spawn_app_with(|s| {
-        s.limits.max_frames_per_sec = 5;
-        s.limits.max_frame_burst = 10;
-        s.limits.max_rate_limited_frames = 20;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.limits.max_frames_per_sec = 5;
+            s.limits.max_frame_burst = 10;
+            s.limits.max_rate_limited_frames = 20;
+        })
+        .spawn()
+        .await;
     let mut calm = app.ws(&provider(1)).await;
     calm.join("provider-1", None).await;
 
@@ -70,7 +75,10 @@ async fn flooding_is_rate_limited_then_closed_while_others_are_served() {
 
 #[actix_web::test]
 async fn a_message_over_the_limit_closes_with_1009() {
-    let app = spawn_app_with(|s| s.limits.max_message_bytes = 4096).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_message_bytes = 4096)
+        .spawn()
+        .await;
     let mut socket = app.ws(&admin()).await;
     socket
         .send_text(&format!(
@@ -117,7 +125,10 @@ async fn a_message_over_the_limit_closes_with_1009() {
 
 #[actix_web::test]
 async fn sockets_per_subject_are_limited() {
-    let app = spawn_app_with(|s| s.limits.max_connections_per_sub = 2).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_connections_per_sub = 2)
+        .spawn()
+        .await;
     let token = provider(5);
     let first = app.ws(&token).await;
     let _second = app.ws(&token).await;
@@ -144,7 +155,7 @@ async fn sockets_per_subject_are_limited() {
 
 #[actix_web::test]
 async fn a_token_that_never_expires_is_served_like_any_other() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let token = sign(&json!({"sub": "eternal", "role": "admin", "exp": u64::MAX}));
     let mut socket = app.ws(&token).await;
     socket.join("lobby", None).await;
@@ -161,7 +172,10 @@ async fn a_token_that_never_expires_is_served_like_any_other() {
 
 #[actix_web::test]
 async fn an_expired_token_closes_the_socket_with_4001() {
-    let app = spawn_app_with(|s| s.jwt_leeway_secs = 0).await;
+    let app = TestApp::builder()
+        .configure(|s| s.jwt_leeway_secs = 0)
+        .spawn()
+        .await;
     let mut c = claims(Role::Provider, Some(3));
     c.exp = now() + 2;
     let mut socket = app.ws(&sign(&c)).await;
@@ -174,7 +188,10 @@ async fn an_expired_token_closes_the_socket_with_4001() {
 
 #[actix_web::test]
 async fn refresh_keeps_the_socket_open_and_a_foreign_token_does_not() {
-    let app = spawn_app_with(|s| s.jwt_leeway_secs = 0).await;
+    let app = TestApp::builder()
+        .configure(|s| s.jwt_leeway_secs = 0)
+        .spawn()
+        .await;
     let mut short = claims(Role::Provider, Some(3));
     short.exp = now() + 2;
     let mut socket = app.ws(&sign(&short)).await;

@@ -19,4 +19,5 @@ mod properties;
 mod recovery;
 mod registry;
 mod rest;
+mod toolchain;
 mod websocket;

@@ -36,7 +36,7 @@ type Route<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Option<Value>);
 
 #[actix_web::test]
 async fn every_route_answers_every_malformed_input_without_a_500() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let slot = app.create_slot(1, 0).await;
     let id = slot["id"].as_i64().unwrap().to_string();
     let new_slot = slot_at(24 * 60);

@@ -18,7 +18,10 @@ fn leave_frame(room: &str) -> String {
 
 #[actix_web::test]
 async fn pipelined_join_and_leave_pairs_leave_no_membership_behind() {
-    let app = spawn_app_with(|s| s.limits.max_frame_burst = 200).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_frame_burst = 200)
+        .spawn()
+        .await;
     let mut socket = app.ws(&admin()).await;
     // 40 pairs on the same room and on 40 rooms, sent without waiting for any reply.
     for i in 0..40 {
@@ -59,7 +62,10 @@ async fn pipelined_join_and_leave_pairs_leave_no_membership_behind() {
 
 #[actix_web::test]
 async fn the_room_cap_counts_joins_still_pending() {
-    let app = spawn_app_with(|s| s.limits.max_rooms_per_connection = 3).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.max_rooms_per_connection = 3)
+        .spawn()
+        .await;
     let mut socket = app.ws(&admin()).await;
     for room in ["a", "b", "c", "d"] {
         socket.send_text(&join_frame(room)).await;
@@ -90,7 +96,7 @@ async fn the_room_cap_counts_joins_still_pending() {
 
 #[actix_web::test]
 async fn a_refresh_to_a_narrower_token_leaves_the_rooms_it_no_longer_allows() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut socket = app.ws(&client_with_rooms(&["a", "b"])).await;
     socket.join("a", None).await;
     socket.join("b", None).await;
@@ -116,7 +122,10 @@ async fn a_refresh_to_a_narrower_token_leaves_the_rooms_it_no_longer_allows() {
 
 #[actix_web::test]
 async fn a_history_room_on_one_node_versions_and_replays_its_events() {
-    let app = spawn_app_with(|s| s.delivery.history_rooms = vec!["orders-*".into()]).await;
+    let app = TestApp::builder()
+        .configure(|s| s.delivery.history_rooms = vec!["orders-*".into()])
+        .spawn()
+        .await;
     let token = client_with_rooms(&["orders-*"]);
     for n in 1..=3 {
         let body = json!({"event": "order", "data": {"n": n}});

@@ -1,10 +1,10 @@
 //! The OpenAPI document at `/api/openapi.json` describes exactly the routes the hub
-//! registers (`startup::endpoints`, the one route table), each with the statuses it
+//! registers (`server::endpoints`, the one route table), each with the statuses it
 //! answers, and the bodies the real hub sends fit the documented schemas.
 
 use std::collections::BTreeSet;
 
-use eventide_hub::startup::endpoints;
+use eventide_hub::server::endpoints;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -29,7 +29,7 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 
 #[actix_web::test]
 async fn the_document_lists_exactly_the_routes_the_hub_serves() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let doc = document(&app).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let registered: BTreeSet<(String, String)> = endpoints()
@@ -56,7 +56,7 @@ async fn the_document_lists_exactly_the_routes_the_hub_serves() {
 
 #[actix_web::test]
 async fn every_operation_documents_the_statuses_it_answers() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let doc = document(&app).await;
     let expected: &[(&str, &str, &[u16])] = &[
         ("GET", "/", &[200]),
@@ -239,7 +239,7 @@ async fn check(
 
 #[actix_web::test]
 async fn real_responses_fit_the_documented_schemas() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let doc = document(&app).await;
     let list = ("GET", "/api/providers/{providerId}/availability");
     let create = ("POST", "/api/providers/{providerId}/availability");

@@ -7,10 +7,9 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[actix_web::test]
+#[ignore = "needs PostgreSQL (EVENTIDE_TEST_PG_URL)"]
 async fn nodes_starting_together_on_a_fresh_database_all_come_up() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+    let backend = Backend::Postgres;
     let (dir, url) = actix_web::web::block(move || fresh_data(backend))
         .await
         .unwrap();
@@ -30,12 +29,11 @@ async fn nodes_starting_together_on_a_fresh_database_all_come_up() {
 }
 
 #[actix_web::test]
+#[ignore = "needs PostgreSQL (EVENTIDE_TEST_PG_URL)"]
 async fn two_nodes_writing_one_provider_get_consecutive_versions() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
-    let a = spawn_app_on(backend).await;
-    let b = spawn_with_settings(a.settings.clone(), a.dir.clone()).await;
+    let backend = Backend::Postgres;
+    let a = TestApp::builder().backend(backend).spawn().await;
+    let b = TestApp::builder().same_data_as(&a).spawn().await;
 
     // 2 nodes × 40 creates of distinct slots, 8 in flight per node.
     let mut created = 0;

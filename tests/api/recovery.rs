@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn join_with_since_replays_what_was_missed_in_order(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     for minute in 0..5 {
         app.create_slot(4, minute * 60).await;
     }
@@ -45,7 +45,7 @@ async fn join_with_since_replays_what_was_missed_in_order(backend: Backend) {
 }
 
 async fn since_older_than_the_kept_history_is_not_recovered(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     // 1,003 changes: the first three fall out of the 1,000 kept.
     let slot = app.create_slot(11, 0).await;
     let path = format!("/api/availability/{}", slot["id"]);
@@ -78,7 +78,7 @@ async fn since_older_than_the_kept_history_is_not_recovered(backend: Backend) {
 }
 
 async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let mut subscribers = Vec::new();
     for _ in 0..20 {
         let mut socket = app.ws(&client_with_rooms(&["provider-*"])).await;
@@ -117,7 +117,7 @@ async fn twenty_subscribers_get_two_hundred_concurrent_changes_in_order(backend:
 }
 
 async fn joining_during_a_stream_of_changes_loses_and_repeats_nothing(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let writer = async {
         for minute in 0..60 {
             app.create_slot(31, minute * 60).await;

@@ -6,7 +6,7 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn registry_is_empty_after_all_sockets_close() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut sockets = Vec::new();
     for i in 0..100 {
         let mut socket = app.ws(&admin()).await;

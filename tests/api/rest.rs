@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 async fn slot_lifecycle_bumps_the_version_each_time(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let token = provider(42);
     let (status, empty) = app.get("/api/providers/42/availability", &token).await;
     assert_eq!(status, 200);
@@ -52,7 +52,7 @@ async fn slot_lifecycle_bumps_the_version_each_time(backend: Backend) {
 }
 
 async fn list_is_ordered_and_windowed(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     for minute in [120, 0, 60] {
         app.create_slot(7, minute).await;
     }
@@ -93,7 +93,7 @@ async fn list_is_ordered_and_windowed(backend: Backend) {
 }
 
 async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let first = app.create_slot(1, 0).await;
     let path = "/api/providers/1/availability";
     let (status, err) = app.post(path, &admin(), &slot_at(15)).await;
@@ -127,7 +127,7 @@ async fn overlap_is_a_conflict_but_adjacent_and_deleted_slots_are_not(backend: B
 }
 
 async fn authorization_per_route(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let slot = app.create_slot(5, 0).await;
     let id = slot["id"].as_i64().unwrap();
     let other = provider(6);
@@ -171,7 +171,7 @@ async fn authorization_per_route(backend: Backend) {
 }
 
 async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let slot = app.create_slot(3, 0).await;
     let id = slot["id"].as_i64().unwrap();
     let create = "/api/providers/3/availability";
@@ -244,7 +244,7 @@ async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
 
 #[actix_web::test]
 async fn health_and_readiness() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let (status, body) = app.call("GET", "/healthz", None, None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = app.call("GET", "/readyz", None, None).await;
@@ -253,7 +253,7 @@ async fn health_and_readiness() {
 
 #[actix_web::test]
 async fn the_page_and_client_are_served() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     for (path, kind, marker) in [
         ("/", "text/html", "<html"),
         ("/eventide.js", "text/javascript", "export function connect"),
@@ -282,7 +282,7 @@ async fn the_page_and_client_are_served() {
 }
 
 async fn times_are_kept_to_the_microsecond_on_every_backend(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let (status, slot) = app
         .post(
             "/api/providers/9/availability",

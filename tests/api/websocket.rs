@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn join_and_leave_are_acknowledged_with_ref() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut socket = app.ws(&provider(42)).await;
     let joined = socket.join("provider-42", None).await;
     assert_eq!(joined["data"], json!({"room": "provider-42", "version": 0}));
@@ -43,7 +43,7 @@ async fn join_and_leave_are_acknowledged_with_ref() {
 
 #[actix_web::test]
 async fn rooms_are_authorized_by_role_provider_and_rooms_claim() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let cases = [
         (provider(42), "provider-42", true),
         (provider(42), "provider-43", false),
@@ -72,7 +72,7 @@ async fn rooms_are_authorized_by_role_provider_and_rooms_claim() {
 }
 
 async fn every_action_reaches_the_room_and_only_the_room(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = TestApp::builder().backend(backend).spawn().await;
     let mut watcher = app.ws(&provider(1)).await;
     watcher.join("provider-1", None).await;
     let mut other = app.ws(&provider(2)).await;
@@ -121,7 +121,7 @@ async fn every_action_reaches_the_room_and_only_the_room(backend: Backend) {
 
 #[actix_web::test]
 async fn emit_to_room_and_broadcast() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut in_room = app.ws(&client_with_rooms(&["lobby"])).await;
     in_room.join("lobby", None).await;
     let mut elsewhere = app.ws(&provider(3)).await;
@@ -171,7 +171,7 @@ async fn emit_to_room_and_broadcast() {
 
 #[actix_web::test]
 async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
-    let app = spawn_app().await;
+    let app = TestApp::builder().spawn().await;
     let mut socket = app.ws(&provider(8)).await;
     let cases = [
         ("not json", "bad_request"),
@@ -250,7 +250,10 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
 
 #[actix_web::test]
 async fn server_pings_and_answers_pings() {
-    let app = spawn_app_with(|s| s.limits.heartbeat_secs = 1).await;
+    let app = TestApp::builder()
+        .configure(|s| s.limits.heartbeat_secs = 1)
+        .spawn()
+        .await;
     let mut socket = app.ws(&admin()).await;
     socket
         .framed
@@ -274,11 +277,13 @@ async fn server_pings_and_answers_pings() {
 
 #[actix_web::test]
 async fn a_silent_client_is_dropped() {
-    let app = spawn_app_with(|s| {
-        s.limits.heartbeat_secs = 1;
-        s.limits.client_timeout_secs = 2;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.limits.heartbeat_secs = 1;
+            s.limits.client_timeout_secs = 2;
+        })
+        .spawn()
+        .await;
     // This client never answers pings: `framed` is read only through `ending`, which
     // skips pings without answering them.
     let mut socket = app.ws(&admin()).await;
@@ -302,11 +307,13 @@ crate::on_both_backends!(every_action_reaches_the_room_and_only_the_room,);
 
 #[actix_web::test]
 async fn ping_is_answered_with_pong_and_counts_against_the_frame_rate() {
-    let app = spawn_app_with(|s| {
-        s.limits.max_frames_per_sec = 1;
-        s.limits.max_frame_burst = 2;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.limits.max_frames_per_sec = 1;
+            s.limits.max_frame_burst = 2;
+        })
+        .spawn()
+        .await;
     let mut socket = app.ws(&provider(42)).await;
     socket.send(json!({"event": "ping", "ref": "hb-1"})).await;
     assert_eq!(socket.recv().await, json!({"event": "pong", "ref": "hb-1"}));

@@ -25,7 +25,7 @@ use tempfile::TempDir;
 pub const WAIT: Duration = Duration::from_secs(15);
 
 /// The browser to drive: `EVENTIDE_TEST_CHROMIUM` (CI sets it), else `chromium` on
-/// `PATH`. `Err` is the reason to skip; a set variable that names no file panics, as
+/// `PATH`. `Err` says why there is none; a set variable that names no file panics, as
 /// that is a broken setup rather than a missing browser.
 pub fn find_chromium() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("EVENTIDE_TEST_CHROMIUM").filter(|p| !p.is_empty()) {

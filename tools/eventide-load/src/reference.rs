@@ -1,5 +1,5 @@
 //! The reference fan-out server: the least a WebSocket fan-out can do, for the hub to
-//! be measured against (issue 6). One tokio thread; a `tokio::sync::broadcast`
+//! be measured against. One tokio thread; a `tokio::sync::broadcast`
 //! channel per room; each event serialized once and the same bytes handed to every
 //! subscriber; tungstenite with a 4 KiB read buffer. No auth, no database, no
 //! limits, no heartbeats, one room per connection (a second `joinRoom` replaces the

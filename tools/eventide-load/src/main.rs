@@ -1,4 +1,6 @@
-//! `eventide-load`: the hub's load tool (issue 6).
+//! `eventide-load`: the hub's load tool and its reference fan-out server (see
+//! `BENCHMARKS.md` at the repository root). It shares no code with the hub: it speaks
+//! to it only over HTTP and WebSockets, as any client would.
 //!
 //! Sub-commands `connect`, `fanout` and `slow` drive a hub (or the reference server)
 //! on a loopback address and print a table plus one `RESULT {json}` line; the hidden
@@ -96,7 +98,7 @@ impl Common {
 }
 
 /// Parses the command line and runs it on a single-threaded runtime.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,14 @@
+//! The HTTP server around the handlers: the route table, the application state, CORS,
+//! request metrics, socket tuning and graceful shutdown, one file each.
+//! [`crate::startup`] puts them together.
+
+pub mod cors;
+pub mod network;
+pub mod request_metrics;
+pub mod routes;
+pub mod shutdown;
+pub mod state;
+
+pub use routes::{endpoints, Endpoint};
+pub use shutdown::Shutdown;
+pub use state::AppState;
