@@ -125,12 +125,7 @@ pub const DEFAULT_RECOVERY_DEADLINE_SECS: u64 = 10;
 pub struct Delivery {
     /// Comma-separated patterns of rooms whose emitted events are versioned and kept
     /// (exact names, or a prefix ending in `*`).
-    #[arg(
-        long,
-        env = "EVENTIDE_HISTORY_ROOMS",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    #[arg(long, env = "EVENTIDE_HISTORY_ROOMS", value_delimiter = ',')]
     pub history_rooms: Vec<String>,
 
     /// How often each node compares the versions it delivered with the change log, in

@@ -20,4 +20,5 @@ mod recovery;
 mod registry;
 mod rest;
 mod toolchain;
+mod users;
 mod websocket;
