@@ -152,7 +152,8 @@ fn token(args: TokenArgs) -> Result<(), String> {
         return Err("--role provider needs --provider-id".into());
     }
     let target = DatabaseTarget::parse(&args.settings.database_url).map_err(|e| e.to_string())?;
-    let verifier = TokenVerifier::from_settings(&args.settings, &target)?;
+    let verifier =
+        TokenVerifier::from_settings(&args.settings, &target).map_err(|e| e.to_string())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
@@ -173,7 +174,10 @@ fn token(args: TokenArgs) -> Result<(), String> {
             .clone()
             .map(serde_json::Value::from),
     };
-    println!("{}", verifier.mint(&claims)?);
+    let token = verifier
+        .mint(&claims, now.as_secs())
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
     Ok(())
 }
 

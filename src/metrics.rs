@@ -117,6 +117,8 @@ pub struct Metrics {
     db_in_use: IntGauge,
     db_max: IntGauge,
     redis_up: Option<IntGauge>,
+    /// Whether loopback peers may scrape without a token (`EVENTIDE_METRICS_LOOPBACK_OPEN`).
+    loopback_open: bool,
 }
 
 impl Metrics {
@@ -274,7 +276,29 @@ impl Metrics {
             db_max,
             redis_up,
             registry,
+            loopback_open: crate::config::DEFAULT_METRICS_LOOPBACK_OPEN,
         }
+    }
+
+    /// Sets whether loopback peers may scrape without a token.
+    pub fn with_loopback_open(mut self, open: bool) -> Self {
+        self.loopback_open = open;
+        self
+    }
+
+    /// A new counter in this hub's registry, for the parts that own their counters
+    /// (readiness probes).
+    pub fn new_counter(&self, name: &str, help: &str) -> IntCounter {
+        let counter = counter(name, help);
+        self.register(Box::new(counter.clone()));
+        counter
+    }
+
+    /// Adds a metric made elsewhere (the JWKS counters) to this hub's registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric names are unique and valid");
     }
 
     /// The `eventide_ws_connections_by_role` child of `role`.
@@ -362,12 +386,17 @@ fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
-/// Who may scrape: any loopback peer; anyone else needs an `admin` token.
+/// Who may scrape: any loopback peer while `loopback_open`; anyone else needs an
+/// `admin` token.
 ///
-/// Behind a reverse proxy on the same machine every caller is a loopback peer: such a
-/// proxy must not pass `/metrics` on (see docs/operations.md).
-pub fn authorize(req: &HttpRequest, verifier: &TokenVerifier) -> Result<(), ApiError> {
-    if req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
+/// Behind a reverse proxy on the same machine every caller is a loopback peer: there,
+/// `EVENTIDE_METRICS_LOOPBACK_OPEN=false` makes every scrape show an admin token.
+pub fn authorize(
+    req: &HttpRequest,
+    verifier: &TokenVerifier,
+    loopback_open: bool,
+) -> Result<(), ApiError> {
+    if loopback_open && req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
         return Ok(());
     }
     let claims = match bearer_token(req) {
@@ -378,7 +407,9 @@ pub fn authorize(req: &HttpRequest, verifier: &TokenVerifier) -> Result<(), ApiE
         Ok(())
     } else {
         Err(ApiError::Forbidden(
-            "metrics are open to loopback callers and admin tokens only".into(),
+            "metrics need an admin token (or, when EVENTIDE_METRICS_LOOPBACK_OPEN is true, \
+             a loopback caller)"
+                .into(),
         ))
     }
 }
@@ -389,11 +420,12 @@ pub fn authorize(req: &HttpRequest, verifier: &TokenVerifier) -> Result<(), ApiE
     path = "/metrics",
     tag = "operations",
     description = "Prometheus metrics in the text exposition format. Loopback callers need no \
-                   token; others need an `admin` token.",
+                   token unless `EVENTIDE_METRICS_LOOPBACK_OPEN` is `false`; others need an \
+                   `admin` token.",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain", body = String),
-        (status = 401, description = "Not loopback, and no valid token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not loopback, and not an admin token", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid token, from a caller that needs one", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an admin token, from a caller that needs one", body = crate::error::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -404,7 +436,7 @@ pub async fn scrape(
     pool: web::Data<DbPool>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &verifier)?;
+    authorize(&req, &verifier, metrics.loopback_open)?;
     let body = metrics.render(&pool, hub.backplane().map(|b| &**b));
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
 }

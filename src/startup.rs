@@ -13,13 +13,13 @@ use actix_web::{
     web, App, HttpResponse, HttpServer,
 };
 
-use crate::auth::TokenVerifier;
+use crate::auth::{self, TokenVerifier};
 use crate::availability::{self, AvailabilityStore};
 use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
 use crate::error::{self, ApiError};
-use crate::health::DatabaseProbe;
+use crate::health::{DatabaseProbe, ReadinessCheck};
 use crate::metrics::Metrics;
 use crate::rooms::{self, CloseAll, Hub};
 use crate::ws::{self, Origins, WsContext};
@@ -62,8 +62,17 @@ impl Application {
         settings.validate().map_err(StartupError)?;
         let target = DatabaseTarget::parse(&settings.database_url)
             .map_err(|e| StartupError(e.to_string()))?;
-        let verifier =
-            web::Data::new(TokenVerifier::from_settings(&settings, &target).map_err(StartupError)?);
+        // One set of metrics per hub, never a global: tests run many hubs in one process.
+        let metrics = Arc::new(
+            Metrics::new(settings.redis_url.is_some())
+                .with_loopback_open(settings.metrics_loopback_open),
+        );
+        let verifier = TokenVerifier::load(&settings, &target, &metrics)
+            .await
+            .map_err(|e| StartupError(e.to_string()))?;
+        actix_web::rt::spawn(verifier.clone().keep_current());
+        actix_web::rt::spawn(auth::reload_on_sighup(verifier.clone()));
+        let verifier = web::Data::from(verifier);
         let pool = {
             let target = target.clone();
             web::block(move || db::connect_and_migrate(&target))
@@ -82,8 +91,6 @@ impl Application {
                  one PostgreSQL database (DATABASE_URL=postgres://…)"
             );
         }
-        // One set of metrics per hub, never a global: tests run many hubs in one process.
-        let metrics = Arc::new(Metrics::new(backplane.is_some()));
         let hub = Hub::start(backplane.clone(), metrics.clone());
         if let Some(backplane) = &backplane {
             backplane.clone().start(hub.registry().clone()).await;
@@ -116,7 +123,11 @@ impl Application {
             store: web::Data::new(store),
             verifier,
             pool: web::Data::new(pool.clone()),
-            probe: web::Data::new(DatabaseProbe::new(pool.clone(), &target)),
+            probe: web::Data::new(ReadinessCheck::new(
+                DatabaseProbe::new(pool.clone(), &target),
+                hub.clone(),
+                &metrics,
+            )),
             ws: web::Data::new(ws_context),
             metrics: web::Data::new(metrics.clone()),
             max_body_bytes: limits.max_body_bytes,
@@ -295,7 +306,7 @@ struct AppState {
     store: web::Data<AvailabilityStore>,
     verifier: web::Data<TokenVerifier>,
     pool: web::Data<DbPool>,
-    probe: web::Data<DatabaseProbe>,
+    probe: web::Data<ReadinessCheck>,
     ws: web::Data<Arc<WsContext>>,
     metrics: web::Data<Arc<Metrics>>,
     max_body_bytes: usize,

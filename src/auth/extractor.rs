@@ -1,8 +1,7 @@
 //! The REST extractor: every `/api` handler that takes a [`Caller`] is authenticated.
 
-use std::future::{ready, Ready};
-
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 
 use super::{AuthError, Claims, TokenVerifier};
 use crate::error::ApiError;
@@ -23,16 +22,20 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let verifier = req
             .app_data::<web::Data<TokenVerifier>>()
-            .expect("TokenVerifier is registered in startup");
-        let result = match bearer_token(req) {
-            None => Err(AuthError::Missing),
-            Some(token) => verifier.verify(token),
-        };
-        ready(result.map(Caller).map_err(ApiError::from))
+            .expect("TokenVerifier is registered in startup")
+            .clone();
+        let token = bearer_token(req).map(str::to_owned);
+        Box::pin(async move {
+            let claims = match token {
+                None => Err(AuthError::Missing),
+                Some(token) => verifier.verify_fresh(&token).await,
+            };
+            claims.map(Caller).map_err(ApiError::from)
+        })
     }
 }

@@ -136,7 +136,7 @@ pub async fn websocket(
         .or_else(|| query_token(&req));
     let claims = match token {
         None => Err(AuthError::Missing),
-        Some(token) => context.verifier.verify(&token),
+        Some(token) => context.verifier.verify_fresh(&token).await,
     }
     .map_err(|e| {
         log::info!("handshake from {} refused: {e}", peer(&req));

@@ -309,6 +309,7 @@ async fn metrics_are_open_to_loopback_and_to_admins_only() {
     let status = |req: TestRequest| match eventide_hub::metrics::authorize(
         &req.to_http_request(),
         &verifier,
+        true,
     ) {
         Ok(()) => 200,
         Err(e) => e.status_code().as_u16(),
