@@ -204,7 +204,13 @@ mod tests {
             JwksLocation::parse("HTTP://127.0.0.1:9/jwks"),
             Ok(JwksLocation::Http(_))
         ));
-        for bad in ["file://relative/jwks.json", "ftp://x/y", "https://", "idp/jwks", ""] {
+        for bad in [
+            "file://relative/jwks.json",
+            "ftp://x/y",
+            "https://",
+            "idp/jwks",
+            "",
+        ] {
             assert!(JwksLocation::parse(bad).is_err(), "{bad}");
         }
     }
@@ -215,7 +221,9 @@ mod tests {
             JwksLocation::File("/nonexistent".into()),
             Duration::from_secs(300),
         );
-        let first = refresh.unknown_kid().expect("the first unknown kid asks for a read");
+        let first = refresh
+            .unknown_kid()
+            .expect("the first unknown kid asks for a read");
         // While that read runs, others wait for it rather than asking again.
         let second = refresh.unknown_kid().expect("joins the running read");
         refresh.next_read().await;

@@ -78,7 +78,10 @@ impl std::fmt::Display for KeyError {
                 path.display()
             ),
             KeyError::Jwks { url, detail } => {
-                write!(f, "EVENTIDE_JWT_JWKS_URL: cannot use the key set at {url}: {detail}")
+                write!(
+                    f,
+                    "EVENTIDE_JWT_JWKS_URL: cannot use the key set at {url}: {detail}"
+                )
             }
             KeyError::CannotMint(why) => write!(f, "cannot mint tokens: {why}"),
             KeyError::Sign(e) => write!(f, "cannot sign the token: {e}"),
@@ -187,9 +190,7 @@ impl Rules {
         } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
             Ok(self.key(key, Algorithm::ES256))
         } else {
-            Err(refuse(
-                "not an RSA or EC (P-256) public key in PEM".into(),
-            ))
+            Err(refuse("not an RSA or EC (P-256) public key in PEM".into()))
         }
     }
 
@@ -236,9 +237,7 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
     }
     let algorithm = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-            Algorithm::ES256
-        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
         AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
             Algorithm::EdDSA
         }

@@ -26,9 +26,9 @@ pub fn secret_file_for(db_path: &Path) -> PathBuf {
 /// Reads the secret at `path`, or generates a random one there if no file exists.
 pub fn load_or_generate_secret(path: &Path) -> Result<String, KeyError> {
     match read_secret(path) {
-        Err(KeyError::SecretFile { source: Some(e), .. }) if e.kind() == ErrorKind::NotFound => {
-            generate(path)
-        }
+        Err(KeyError::SecretFile {
+            source: Some(e), ..
+        }) if e.kind() == ErrorKind::NotFound => generate(path),
         other => other,
     }
 }

@@ -10,5 +10,5 @@ mod time;
 
 pub use events::{availability_frame, Action};
 pub use model::{validate, NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
-pub use time::{parse_time, MAX_YEAR, MIN_YEAR};
 pub use store::{Availability, AvailabilityStore, Replay, StoreError};
+pub use time::{parse_time, MAX_YEAR, MIN_YEAR};

@@ -44,7 +44,10 @@ fn field<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<DateTime<Utc>, D
 }
 
 /// An explicit `null` means "unchanged", as an absent field does.
-fn optional<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<Option<DateTime<Utc>>, D::Error> {
+fn optional<'de, D: Deserializer<'de>>(
+    d: D,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
     Option::<String>::deserialize(d)?
         .map(|value| parse_time(name, &value).map_err(serde::de::Error::custom))
         .transpose()

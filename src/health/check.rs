@@ -104,10 +104,8 @@ impl ReadinessCheck {
             if backplane.is_subscribed() {
                 guarded(self.redis_busy.clone(), move || backplane.ping_blocking()).boxed()
             } else {
-                futures_util::future::ready(Err(
-                    "not subscribed to the cluster channel".to_owned()
-                ))
-                .boxed()
+                futures_util::future::ready(Err("not subscribed to the cluster channel".to_owned()))
+                    .boxed()
             }
         });
         async move {

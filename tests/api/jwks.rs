@@ -19,13 +19,29 @@ const LIST: &str = "/api/providers/1/availability";
 /// A private key of the fixtures, by `kid`.
 fn signing_key(kid: &str) -> (Algorithm, EncodingKey) {
     let pem = |name: &str| {
-        std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     };
     match kid {
-        "rsa-1" => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem("rsa-private.pem")).unwrap()),
-        "rsa-2" => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem("rsa2-private.pem")).unwrap()),
-        "ec-1" => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem("ec-private.pem")).unwrap()),
-        "ed-1" => (Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem("ed25519-private.pem")).unwrap()),
+        "rsa-1" => (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&pem("rsa-private.pem")).unwrap(),
+        ),
+        "rsa-2" => (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&pem("rsa2-private.pem")).unwrap(),
+        ),
+        "ec-1" => (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(&pem("ec-private.pem")).unwrap(),
+        ),
+        "ed-1" => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(&pem("ed25519-private.pem")).unwrap(),
+        ),
         other => panic!("no fixture key {other}"),
     }
 }
@@ -71,14 +87,22 @@ async fn wait_for_status(app: &TestApp, token: &str, status: u16, within: Durati
         if status_with(app, token).await == status {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "still not {status} after {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "still not {status} after {within:?}"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// A counter of the hub's `/metrics` (0 when absent).
 async fn counter(app: &TestApp, name: &str) -> f64 {
-    let mut response = app.http().get(format!("{}/metrics", app.address)).send().await.unwrap();
+    let mut response = app
+        .http()
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
     let body = response.body().await.unwrap();
     String::from_utf8_lossy(&body)
         .lines()
@@ -169,10 +193,17 @@ async fn a_failing_server_leaves_the_last_good_set_and_readiness() {
         let failures = counter(&app, "eventide_jwks_refresh_failures_total").await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while counter(&app, "eventide_jwks_refresh_failures_total").await < failures + 1.0 {
-            assert!(Instant::now() < deadline, "no failed read counted for {status} {body}");
+            assert!(
+                Instant::now() < deadline,
+                "no failed read counted for {status} {body}"
+            );
             actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(status_with(&app, &token("rsa-1")).await, 200, "{status} {body}");
+        assert_eq!(
+            status_with(&app, &token("rsa-1")).await,
+            200,
+            "{status} {body}"
+        );
         let (ready, report) = app.call("GET", "/readyz", None, None).await;
         assert_eq!(ready, 200, "{report}");
     }
@@ -211,11 +242,17 @@ fn start_binary_with_jwks(url: &str) -> (std::process::ExitStatus, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_eventide-hub"))
         .env_clear()
         .env("EVENTIDE_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", format!("sqlite://{}/hub.db", dir.path().display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/hub.db", dir.path().display()),
+        )
         .env("EVENTIDE_JWT_JWKS_URL", url)
         .output()
         .unwrap();
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -22,22 +22,45 @@ async fn body_times_outside_four_digit_years_are_422(backend: Backend) {
     let patch = format!("/api/availability/{}", slot["id"]);
     for bad in OUT_OF_RANGE {
         let (status, err) = app
-            .post(create, &token, &json!({"startsAt": "2030-01-01T00:00:00Z", "endsAt": bad}))
+            .post(
+                create,
+                &token,
+                &json!({"startsAt": "2030-01-01T00:00:00Z", "endsAt": bad}),
+            )
             .await;
         assert_eq!(status, 422, "endsAt {bad}: {err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains("`endsAt`"), "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`endsAt`"),
+            "{err}"
+        );
 
         let (status, err) = app
-            .post(create, &token, &json!({"startsAt": bad, "endsAt": "2030-01-01T00:00:00Z"}))
+            .post(
+                create,
+                &token,
+                &json!({"startsAt": bad, "endsAt": "2030-01-01T00:00:00Z"}),
+            )
             .await;
         assert_eq!(status, 422, "startsAt {bad}: {err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains("`startsAt`"), "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`startsAt`"),
+            "{err}"
+        );
 
         for field in ["startsAt", "endsAt"] {
             let (status, err) = app.patch(&patch, &token, &json!({ field: bad })).await;
             assert_eq!(status, 422, "PATCH {field} {bad}: {err}");
             assert!(
-                err["error"]["message"].as_str().unwrap().contains(&format!("`{field}`")),
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{field}`")),
                 "{err}"
             );
         }
@@ -60,7 +83,10 @@ async fn query_times_outside_four_digit_years_are_422(backend: Backend) {
                 .await;
             assert_eq!(status, 422, "{param}={bad}: {err}");
             assert!(
-                err["error"]["message"].as_str().unwrap().contains(&format!("`{param}`")),
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{param}`")),
                 "{err}"
             );
         }
@@ -85,12 +111,19 @@ async fn the_first_and_last_four_digit_years_work(backend: Backend) {
     }
     // A slot ending at the last second overlaps one that would cross it.
     let (status, _) = app
-        .post(create, &token, &json!({"startsAt": "9999-12-31T22:00:00Z", "endsAt": "9999-12-31T23:30:00Z"}))
+        .post(
+            create,
+            &token,
+            &json!({"startsAt": "9999-12-31T22:00:00Z", "endsAt": "9999-12-31T23:30:00Z"}),
+        )
         .await;
     assert_eq!(status, 409);
     // Ordered by start across the whole range, and windowed at its edges.
     let (status, list) = app
-        .get(&format!("{create}?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z"), &token)
+        .get(
+            &format!("{create}?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z"),
+            &token,
+        )
         .await;
     assert_eq!(status, 200, "{list}");
     let starts: Vec<&str> = list["slots"]
@@ -101,7 +134,11 @@ async fn the_first_and_last_four_digit_years_work(backend: Backend) {
         .collect();
     assert_eq!(
         starts,
-        ["0001-01-01T00:00:00Z", "2030-01-01T00:00:00Z", "9999-12-31T23:00:00Z"]
+        [
+            "0001-01-01T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+            "9999-12-31T23:00:00Z"
+        ]
     );
     let (_, late) = app
         .get(&format!("{create}?from=5000-01-01T00:00:00Z"), &token)

@@ -39,7 +39,10 @@ impl JwksServer {
     /// Serves the fixture keys `kids`.
     pub fn start(kids: &[&str]) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
         let state = Arc::new(Mutex::new(State {
             status: 200,
             body: fixture_keys(kids).to_string(),
