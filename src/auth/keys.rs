@@ -112,7 +112,7 @@ pub struct Key {
 /// The keys in force.
 pub enum KeySet {
     /// One key: the HS256 secret or the PEM public key.
-    Single(Key),
+    Single(Box<Key>),
     /// A JSON Web Key Set: the token header's `kid` picks the key.
     ByKid(HashMap<String, Key>),
 }

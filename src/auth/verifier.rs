@@ -94,7 +94,11 @@ impl TokenVerifier {
             (KeySet::ByKid(keys), None, Source::Jwks(refresh))
         } else if let Some(path) = &settings.jwt_public_key_file {
             let key = rules.pem_file(path)?;
-            (KeySet::Single(key), None, Source::PemFile(path.clone()))
+            (
+                KeySet::Single(Box::new(key)),
+                None,
+                Source::PemFile(path.clone()),
+            )
         } else {
             let (secret, source) = match (&settings.jwt_secret, target.sqlite_path()) {
                 (Some(secret), _) => (secret.clone(), Source::Secret),
@@ -106,7 +110,7 @@ impl TokenVerifier {
             };
             let key = rules.hs256(secret.as_bytes());
             let encoding = EncodingKey::from_secret(secret.as_bytes());
-            (KeySet::Single(key), Some(encoding), source)
+            (KeySet::Single(Box::new(key)), Some(encoding), source)
         };
         Ok(TokenVerifier {
             keys: RwLock::new(Arc::new(keys)),
@@ -167,7 +171,7 @@ impl TokenVerifier {
     pub fn hs256(secret: &[u8], settings: &Settings) -> Self {
         let rules = Rules::from_settings(settings);
         TokenVerifier {
-            keys: RwLock::new(Arc::new(KeySet::Single(rules.hs256(secret)))),
+            keys: RwLock::new(Arc::new(KeySet::Single(Box::new(rules.hs256(secret))))),
             encoding: Some(EncodingKey::from_secret(secret)),
             rules,
             source: Source::Secret,
@@ -246,7 +250,7 @@ impl TokenVerifier {
             Source::SecretFile(path) => self.rules.hs256(read_secret(path)?.as_bytes()),
             Source::Secret | Source::Jwks(_) => return Ok(false),
         };
-        self.replace(KeySet::Single(key));
+        self.replace(KeySet::Single(Box::new(key)));
         Ok(true)
     }
 

@@ -26,9 +26,12 @@ pub struct Window {
     pub to: Option<String>,
 }
 
+/// One end of a window; `None` leaves that side open.
+type Bound = Option<DateTime<Utc>>;
+
 impl Window {
     /// The window's bounds; a bad time is a 422 naming `from` or `to`.
-    fn bounds(&self) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+    fn bounds(&self) -> Result<(Bound, Bound), ApiError> {
         let parse = |name: &str, value: &Option<String>| {
             value
                 .as_deref()
