@@ -94,7 +94,8 @@ Every option can also be set by the environment variable shown beside it; a flag
 RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=eventide_hub=debug.
 
 HTTP: GET / (page), GET /ws (WebSocket), /api/... (REST, Bearer JWT),
-GET /healthz, GET /readyz, GET /metrics (Prometheus; loopback or admin token),
+GET /healthz, GET /readyz, GET /metrics (Prometheus; admin token, or loopback
+unless EVENTIDE_METRICS_LOOPBACK_OPEN=false),
 GET /api/openapi.json (OpenAPI 3.1). Docs: README.md, docs/protocol.md,
 docs/operations.md, docs/asyncapi.yaml.";
 

@@ -247,6 +247,12 @@ impl Settings {
                 self.limits.max_message_bytes, self.limits.max_pending_bytes
             ));
         }
+        if self.jwt_jwks_url.is_some() && self.jwt_public_key_file.is_some() {
+            return Err(
+                "EVENTIDE_JWT_JWKS_URL and EVENTIDE_JWT_PUBLIC_KEY_FILE: set one or the other"
+                    .into(),
+            );
+        }
         if self.jwt_jwks_refresh_secs == 0 {
             return Err("EVENTIDE_JWT_JWKS_REFRESH_SECS: must be at least 1".into());
         }

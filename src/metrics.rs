@@ -10,20 +10,20 @@
 //! resolved once, here, so counting a frame is one atomic increment with no label lookup
 //! and no lock. Pool and Redis state are read only when scraped.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use actix_web::{http::Method, web, HttpRequest, HttpResponse};
+use actix_web::http::Method;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::auth::{bearer_token, AuthError, Role, TokenVerifier};
+use crate::auth::Role;
 use crate::cluster::Backplane;
 use crate::db::DbPool;
-use crate::error::ApiError;
-use crate::rooms::Hub;
+
+mod scrape;
+pub use scrape::{__path_scrape, authorize, scrape};
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -381,66 +381,6 @@ fn itoa_status(status: u16) -> [u8; 3] {
     ]
 }
 
-/// Whether the peer is this machine: IPv4 and IPv6 loopback, and IPv4-mapped loopback.
-fn is_loopback(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
-}
-
-/// Who may scrape: any loopback peer while `loopback_open`; anyone else needs an
-/// `admin` token.
-///
-/// Behind a reverse proxy on the same machine every caller is a loopback peer: there,
-/// `EVENTIDE_METRICS_LOOPBACK_OPEN=false` makes every scrape show an admin token.
-pub fn authorize(
-    req: &HttpRequest,
-    verifier: &TokenVerifier,
-    loopback_open: bool,
-) -> Result<(), ApiError> {
-    if loopback_open && req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
-        return Ok(());
-    }
-    let claims = match bearer_token(req) {
-        None => Err(AuthError::Missing),
-        Some(token) => verifier.verify(token),
-    }?;
-    if claims.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "metrics need an admin token (or, when EVENTIDE_METRICS_LOOPBACK_OPEN is true, \
-             a loopback caller)"
-                .into(),
-        ))
-    }
-}
-
-/// `GET /metrics`: the Prometheus text format.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    description = "Prometheus metrics in the text exposition format. Loopback callers need no \
-                   token unless `EVENTIDE_METRICS_LOOPBACK_OPEN` is `false`; others need an \
-                   `admin` token.",
-    responses(
-        (status = 200, description = "The metrics", content_type = "text/plain", body = String),
-        (status = 401, description = "No valid token, from a caller that needs one", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an admin token, from a caller that needs one", body = crate::error::ErrorBody),
-    ),
-    security((), ("bearer" = []))
-)]
-pub async fn scrape(
-    req: HttpRequest,
-    metrics: web::Data<std::sync::Arc<Metrics>>,
-    verifier: web::Data<TokenVerifier>,
-    pool: web::Data<DbPool>,
-    hub: web::Data<Hub>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &verifier, metrics.loopback_open)?;
-    let body = metrics.render(&pool, hub.backplane().map(|b| &**b));
-    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,16 +390,6 @@ mod tests {
         assert_eq!(&itoa_status(200), b"200");
         assert_eq!(&itoa_status(404), b"404");
         assert_eq!(&itoa_status(101), b"101");
-    }
-
-    #[test]
-    fn loopback_peers() {
-        assert!(is_loopback("127.0.0.1".parse().unwrap()));
-        assert!(is_loopback("127.9.9.9".parse().unwrap()));
-        assert!(is_loopback("::1".parse().unwrap()));
-        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("10.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("::ffff:10.0.0.1".parse().unwrap()));
     }
 
     #[test]

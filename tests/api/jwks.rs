@@ -262,8 +262,10 @@ fn an_unreadable_set_at_start_stops_the_hub_and_names_the_variable() {
     let oct = json!({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]});
     std::fs::write(&only_secrets, oct.to_string()).unwrap();
     let closed = format!("http://127.0.0.1:{}/jwks.json", free_port());
+    let closed_tls = format!("https://127.0.0.1:{}/jwks.json", free_port());
     let cases = [
         closed,
+        closed_tls,
         format!("file://{}/missing.json", dir.path().display()),
         format!("file://{}", only_secrets.display()),
         "ftp://example.com/jwks.json".to_owned(),
