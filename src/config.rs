@@ -49,11 +49,7 @@ pub struct Settings {
 
     /// JSON Web Key Set (`http://`, `https://` or `file:///`); when set, RS256/ES256/EdDSA
     /// tokens are verified with the key their `kid` names, and HS256 is refused.
-    #[arg(
-        long,
-        env = "EVENTIDE_JWT_JWKS_URL",
-        conflicts_with = "jwt_public_key_file"
-    )]
+    #[arg(long, env = "EVENTIDE_JWT_JWKS_URL")]
     pub jwt_jwks_url: Option<String>,
 
     /// Seconds between two reads of the JWKS (an unknown `kid` also triggers a read, at
