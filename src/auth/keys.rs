@@ -249,3 +249,43 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
         Some(named) => (KeyAlgorithm::from(algorithm) == named).then_some(algorithm),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/jwks.json");
+
+    fn rules() -> Rules {
+        Rules::from_settings(&Settings::with_database("sqlite://unused.db"))
+    }
+
+    #[test]
+    fn every_fixture_key_is_used_with_its_algorithm() {
+        let keys = rules().jwks(FIXTURE.as_bytes()).unwrap();
+        let algorithm = |kid: &str| keys[kid].validation.algorithms.clone();
+        assert_eq!(algorithm("rsa-1"), [Algorithm::RS256]);
+        assert_eq!(algorithm("rsa-2"), [Algorithm::RS256]);
+        assert_eq!(algorithm("ec-1"), [Algorithm::ES256]);
+        assert_eq!(algorithm("ed-1"), [Algorithm::EdDSA]);
+    }
+
+    #[test]
+    fn keys_the_hub_must_not_use_are_skipped() {
+        let mut set: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+        let keys = set["keys"].as_array_mut().unwrap();
+        keys[0]["use"] = "enc".into();
+        keys[1]["alg"] = "RS512".into();
+        keys[2].as_object_mut().unwrap().remove("kid");
+        keys.push(serde_json::json!({"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}));
+        keys.push(serde_json::json!({"kty": "unknown-kind", "kid": "x"}));
+        let usable = rules().jwks(set.to_string().as_bytes()).unwrap();
+        let mut kids: Vec<&String> = usable.keys().collect();
+        kids.sort();
+        assert_eq!(kids, ["ed-1"]);
+
+        let none = serde_json::json!({"keys": [{"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}]});
+        assert!(rules().jwks(none.to_string().as_bytes()).is_err());
+        assert!(rules().jwks(b"not json").is_err());
+    }
+}

@@ -111,6 +111,8 @@ fn generate(path: &Path) -> Result<String, KeyError> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(format!(".{}.tmp", std::process::id()));
     let temp = PathBuf::from(temp);
+    // A temp file left by a crashed process of the same id would block `create_new`.
+    let _ = std::fs::remove_file(&temp);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
