@@ -94,7 +94,8 @@ Every option can also be set by the environment variable shown beside it; a flag
 RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=eventide_hub=debug.
 
 HTTP: GET / (page), GET /ws (WebSocket), /api/... (REST, Bearer JWT),
-GET /healthz, GET /readyz, GET /metrics (Prometheus; loopback or admin token),
+GET /healthz, GET /readyz, GET /metrics (Prometheus; admin token, or loopback
+unless EVENTIDE_METRICS_LOOPBACK_OPEN=false),
 GET /api/openapi.json (OpenAPI 3.1). Docs: README.md, docs/protocol.md,
 docs/operations.md, docs/asyncapi.yaml.";
 
@@ -152,7 +153,8 @@ fn token(args: TokenArgs) -> Result<(), String> {
         return Err("--role provider needs --provider-id".into());
     }
     let target = DatabaseTarget::parse(&args.settings.database_url).map_err(|e| e.to_string())?;
-    let verifier = TokenVerifier::from_settings(&args.settings, &target)?;
+    let verifier =
+        TokenVerifier::from_settings(&args.settings, &target).map_err(|e| e.to_string())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
@@ -174,7 +176,10 @@ fn token(args: TokenArgs) -> Result<(), String> {
             .map(serde_json::Value::from),
         iat: Some(now.as_secs()),
     };
-    println!("{}", verifier.mint(&claims)?);
+    let token = verifier
+        .mint(&claims, now.as_secs())
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
     Ok(())
 }
 

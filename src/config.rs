@@ -24,6 +24,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://eventide.db";
 /// Default clock leeway for `exp` and `nbf`, in seconds.
 pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 5;
+/// Default seconds between two reads of the JWKS (`EVENTIDE_JWT_JWKS_REFRESH_SECS`).
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// Whether loopback callers may scrape `/metrics` without a token by default.
+pub const DEFAULT_METRICS_LOOPBACK_OPEN: bool = true;
 /// Default allowlist of browser origins, for CORS and WebSocket upgrades.
 pub const DEFAULT_ALLOWED_ORIGINS: &str =
     "http://localhost:8080,http://127.0.0.1:8080,http://localhost:4200";
@@ -75,6 +79,16 @@ pub struct Settings {
     #[arg(long, env = "EVENTIDE_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
 
+    /// JSON Web Key Set (`http://`, `https://` or `file:///`); when set, RS256/ES256/EdDSA
+    /// tokens are verified with the key their `kid` names, and HS256 is refused.
+    #[arg(long, env = "EVENTIDE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Seconds between two reads of the JWKS (an unknown `kid` also triggers a read, at
+    /// most one per 10 s).
+    #[arg(long, env = "EVENTIDE_JWT_JWKS_REFRESH_SECS", default_value_t = DEFAULT_JWKS_REFRESH_SECS, value_parser = number::<u64>)]
+    pub jwt_jwks_refresh_secs: u64,
+
     /// When set, the token's `iss` must equal it.
     #[arg(long, env = "EVENTIDE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -96,6 +110,17 @@ pub struct Settings {
         default_value = DEFAULT_ALLOWED_ORIGINS
     )]
     pub allowed_origins: Vec<String>,
+
+    /// `true`: loopback callers may read `/metrics` without a token. Set `false` behind a
+    /// reverse proxy on the same host, where every caller looks like loopback.
+    #[arg(
+        long,
+        env = "EVENTIDE_METRICS_LOOPBACK_OPEN",
+        default_value_t = DEFAULT_METRICS_LOOPBACK_OPEN,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub metrics_loopback_open: bool,
 
     /// When set, the node joins a cluster through this Redis.
     #[arg(long, env = "EVENTIDE_REDIS_URL")]
@@ -275,6 +300,8 @@ impl Settings {
             database_url: database_url.into(),
             jwt_secret: None,
             jwt_public_key_file: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: DEFAULT_JWT_LEEWAY_SECS,
@@ -282,6 +309,7 @@ impl Settings {
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
+            metrics_loopback_open: DEFAULT_METRICS_LOOPBACK_OPEN,
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             limits: Limits::default(),
@@ -314,6 +342,15 @@ impl Settings {
                 "EVENTIDE_MAX_PENDING_BYTES: must be at least EVENTIDE_MAX_MESSAGE_BYTES ({}), got {}",
                 self.limits.max_message_bytes, self.limits.max_pending_bytes
             ));
+        }
+        if self.jwt_jwks_url.is_some() && self.jwt_public_key_file.is_some() {
+            return Err(
+                "EVENTIDE_JWT_JWKS_URL and EVENTIDE_JWT_PUBLIC_KEY_FILE: set one or the other"
+                    .into(),
+            );
+        }
+        if self.jwt_jwks_refresh_secs == 0 {
+            return Err("EVENTIDE_JWT_JWKS_REFRESH_SECS: must be at least 1".into());
         }
         if self.jwt_secret.as_deref() == Some("") {
             return Err("EVENTIDE_JWT_SECRET: must not be empty".into());

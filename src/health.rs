@@ -8,18 +8,18 @@
 //! afresh, without creating it, and reads the hub's migration table: what the pool does
 //! when it opens its next connection, and proof that the file there is still the hub's
 //! database. On PostgreSQL a pooled `SELECT 1` is a round trip to the server.
-
-use std::time::Duration;
+//!
+//! `/readyz` needs no token, so a probe is never run per request: [`ReadinessCheck`]
+//! runs at most one at a time and shares its result (see `check.rs`).
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::{AnyConnection, DatabaseTarget, DbPool, Manager};
-use crate::rooms::Hub;
 
-/// How long readiness waits for each dependency.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+mod check;
+pub use check::ReadinessCheck;
 
 /// A query that makes SQLite take a read lock and read the first page.
 const SQLITE_PROBE: &str = "SELECT count(*) FROM sqlite_master";
@@ -130,7 +130,8 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: 200 when the database (and Redis, in a cluster) answer within 2 s,
-/// else 503 with the reason.
+/// else 503 with the reason. Concurrent callers share one probe and its result is
+/// reused for about a second (see [`ReadinessCheck`]).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -140,39 +141,21 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "A dependency does not answer; the body says which", body = Readiness),
     )
 )]
-pub async fn readyz(probe: web::Data<DatabaseProbe>, hub: web::Data<Hub>) -> HttpResponse {
-    let probe = probe.into_inner();
-    let check = web::block(move || probe.check());
-    let database = match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2 s".to_owned()),
-    };
-    let redis = match hub.backplane().cloned() {
-        None => None,
-        Some(backplane) if !backplane.is_subscribed() => {
-            Some(Err("not subscribed to the cluster channel".to_owned()))
-        }
-        Some(backplane) => {
-            let check = web::block(move || backplane.ping_blocking());
-            Some(match tokio::time::timeout(READY_TIMEOUT, check).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer within 2 s".to_owned()),
-            })
-        }
-    };
-    let ready = database.is_ok() && redis.as_ref().is_none_or(Result::is_ok);
+pub async fn readyz(check: web::Data<ReadinessCheck>) -> HttpResponse {
+    let report = check.report().await;
     let body = Readiness {
-        status: if ready {
+        status: if report.ready() {
             ReadyStatus::Ready
         } else {
             ReadyStatus::NotReady
         },
-        database: database.err().unwrap_or_else(|| "ok".into()),
-        redis: redis.map(|r| r.err().unwrap_or_else(|| "ok".into())),
+        database: report.database.clone().err().unwrap_or_else(|| "ok".into()),
+        redis: report
+            .redis
+            .clone()
+            .map(|r| r.err().unwrap_or_else(|| "ok".into())),
     };
-    if ready {
+    if report.ready() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

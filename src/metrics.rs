@@ -10,20 +10,20 @@
 //! resolved once, here, so counting a frame is one atomic increment with no label lookup
 //! and no lock. Pool and Redis state are read only when scraped.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use actix_web::{http::Method, web, HttpRequest, HttpResponse};
+use actix_web::http::Method;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::auth::{bearer_token, AuthError, Role, TokenVerifier};
+use crate::auth::Role;
 use crate::cluster::Backplane;
 use crate::db::DbPool;
-use crate::error::ApiError;
-use crate::rooms::Hub;
+
+mod scrape;
+pub use scrape::{__path_scrape, authorize, scrape};
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -119,6 +119,8 @@ pub struct Metrics {
     redis_up: Option<IntGauge>,
     /// Sequencer, anti-entropy and relay counters.
     pub hub: crate::rooms::HubMetrics,
+    /// Whether loopback peers may scrape without a token (`EVENTIDE_METRICS_LOOPBACK_OPEN`).
+    loopback_open: bool,
 }
 
 impl Metrics {
@@ -277,7 +279,29 @@ impl Metrics {
             redis_up,
             hub: crate::rooms::HubMetrics::new(&registry),
             registry,
+            loopback_open: crate::config::DEFAULT_METRICS_LOOPBACK_OPEN,
         }
+    }
+
+    /// Sets whether loopback peers may scrape without a token.
+    pub fn with_loopback_open(mut self, open: bool) -> Self {
+        self.loopback_open = open;
+        self
+    }
+
+    /// A new counter in this hub's registry, for the parts that own their counters
+    /// (readiness probes).
+    pub fn new_counter(&self, name: &str, help: &str) -> IntCounter {
+        let counter = counter(name, help);
+        self.register(Box::new(counter.clone()));
+        counter
+    }
+
+    /// Adds a metric made elsewhere (the JWKS counters) to this hub's registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric names are unique and valid");
     }
 
     /// The `eventide_ws_connections_by_role` child of `role`.
@@ -360,58 +384,6 @@ fn itoa_status(status: u16) -> [u8; 3] {
     ]
 }
 
-/// Whether the peer is this machine: IPv4 and IPv6 loopback, and IPv4-mapped loopback.
-fn is_loopback(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
-}
-
-/// Who may scrape: any loopback peer; anyone else needs an `admin` token.
-///
-/// Behind a reverse proxy on the same machine every caller is a loopback peer: such a
-/// proxy must not pass `/metrics` on (see docs/operations.md).
-pub fn authorize(req: &HttpRequest, verifier: &TokenVerifier) -> Result<(), ApiError> {
-    if req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
-        return Ok(());
-    }
-    let claims = match bearer_token(req) {
-        None => Err(AuthError::Missing),
-        Some(token) => verifier.verify(token),
-    }?;
-    if claims.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "metrics are open to loopback callers and admin tokens only".into(),
-        ))
-    }
-}
-
-/// `GET /metrics`: the Prometheus text format.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    description = "Prometheus metrics in the text exposition format. Loopback callers need no \
-                   token; others need an `admin` token.",
-    responses(
-        (status = 200, description = "The metrics", content_type = "text/plain", body = String),
-        (status = 401, description = "Not loopback, and no valid token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not loopback, and not an admin token", body = crate::error::ErrorBody),
-    ),
-    security((), ("bearer" = []))
-)]
-pub async fn scrape(
-    req: HttpRequest,
-    metrics: web::Data<std::sync::Arc<Metrics>>,
-    verifier: web::Data<TokenVerifier>,
-    pool: web::Data<DbPool>,
-    hub: web::Data<Hub>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &verifier)?;
-    let body = metrics.render(&pool, hub.backplane().map(|b| &**b));
-    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,16 +393,6 @@ mod tests {
         assert_eq!(&itoa_status(200), b"200");
         assert_eq!(&itoa_status(404), b"404");
         assert_eq!(&itoa_status(101), b"101");
-    }
-
-    #[test]
-    fn loopback_peers() {
-        assert!(is_loopback("127.0.0.1".parse().unwrap()));
-        assert!(is_loopback("127.9.9.9".parse().unwrap()));
-        assert!(is_loopback("::1".parse().unwrap()));
-        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("10.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("::ffff:10.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -10,19 +10,19 @@ use std::sync::Arc;
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
 
-use crate::auth::{Revocations, TokenVerifier};
+use crate::auth::{self, Revocations, TokenVerifier};
 use crate::availability::AvailabilityStore;
 use crate::changelog::ChangeLog;
 use crate::cluster::Backplane;
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
-use crate::health::DatabaseProbe;
+use crate::health::{DatabaseProbe, ReadinessCheck};
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
 use crate::rooms::{Hub, ShardConfig};
 use crate::server::shutdown::SHUTDOWN_TIMEOUT_SECS;
 use crate::server::{cors, network, request_metrics, routes, AppState, Shutdown};
-use crate::ws::{ConnectionCounter, Origins, WsContext};
+use crate::ws::{ConnectionCounter, Origins, SessionIds, WsContext};
 
 /// A hub that is bound and ready to run.
 pub struct Application {
@@ -51,8 +51,17 @@ impl Application {
         settings.validate().map_err(StartupError)?;
         let target = DatabaseTarget::parse(&settings.database_url)
             .map_err(|e| StartupError(e.to_string()))?;
-        let verifier =
-            web::Data::new(TokenVerifier::from_settings(&settings, &target).map_err(StartupError)?);
+        // One set of metrics per hub, never a global: tests run many hubs in one process.
+        let metrics = Arc::new(
+            Metrics::new(settings.redis_url.is_some())
+                .with_loopback_open(settings.metrics_loopback_open),
+        );
+        let verifier = TokenVerifier::load(&settings, &target, &metrics)
+            .await
+            .map_err(|e| StartupError(e.to_string()))?;
+        actix_web::rt::spawn(verifier.clone().keep_current());
+        actix_web::rt::spawn(auth::reload_on_sighup(verifier.clone()));
+        let verifier = web::Data::from(verifier);
         let pool = {
             let target = target.clone();
             web::block(move || db::connect_and_migrate(&target))
@@ -75,7 +84,7 @@ impl Application {
             revocations: revocations.clone(),
             connections: connections.clone(),
         };
-        let (hub, metrics) = start_hub(&settings, &target, links).await?;
+        let hub = start_hub(&settings, &target, links, metrics.clone()).await?;
 
         let limits = settings.limits.clone();
         let delivery = &settings.delivery;
@@ -83,22 +92,27 @@ impl Application {
             AvailabilityStore::new(pool.clone(), hub.clone(), limits.max_history_per_provider)
                 .pause_after_commit(delivery.pause_after_commit);
         let origins = Origins::new(&settings.allowed_origins);
-        let ws_context = Arc::new(WsContext::new(
-            hub.clone(),
-            verifier.clone(),
-            limits.clone(),
-            delivery.recovery_deadline(),
-            revocations.clone(),
+        let ws_context = Arc::new(WsContext {
+            hub: hub.clone(),
+            verifier: verifier.clone(),
+            limits: limits.clone(),
+            recovery_deadline: delivery.recovery_deadline(),
+            revocations: revocations.clone(),
+            origins: origins.clone(),
             connections,
-            origins.clone(),
-            metrics.clone(),
-        ));
+            metrics: metrics.clone(),
+            ids: SessionIds::default(),
+        });
         let state = AppState {
             hub: web::Data::new(hub.clone()),
             store: web::Data::new(store),
             verifier,
             pool: web::Data::new(pool.clone()),
-            probe: web::Data::new(DatabaseProbe::new(pool.clone(), &target)),
+            probe: web::Data::new(ReadinessCheck::new(
+                DatabaseProbe::new(pool.clone(), &target),
+                hub.clone(),
+                &metrics,
+            )),
             ws: web::Data::new(ws_context),
             metrics: web::Data::new(metrics.clone()),
             revocations: web::Data::new(revocations),
@@ -163,13 +177,13 @@ struct Links {
 /// Creates this node's [`Hub`] and, when `EVENTIDE_REDIS_URL` is set, starts the Redis
 /// backplane that connects it to the other nodes (waiting for the first subscription,
 /// so a node that starts with Redis up hears its peers at once). The only place the
-/// hub and the backplane are wired together; the metrics are created here because
-/// they depend on whether there is a backplane.
+/// hub and the backplane are wired together.
 async fn start_hub(
     settings: &Settings,
     target: &DatabaseTarget,
     links: Links,
-) -> Result<(Hub, Arc<Metrics>), StartupError> {
+    metrics: Arc<Metrics>,
+) -> Result<Hub, StartupError> {
     let backplane = match &settings.redis_url {
         Some(url) => Some(
             Backplane::new(url, &settings.redis_prefix).map_err(|e| StartupError(e.to_string()))?,
@@ -182,8 +196,6 @@ async fn start_hub(
              one PostgreSQL database (DATABASE_URL=postgres://…)"
         );
     }
-    // One set of metrics per hub, never a global: tests run many hubs in one process.
-    let metrics = Arc::new(Metrics::new(backplane.is_some()));
     let delivery = &settings.delivery;
     let changelog = ChangeLog::new(
         links.pool,
@@ -205,7 +217,7 @@ async fn start_hub(
             .start(hub.clone(), revocations, sockets, metrics.clone())
             .await;
     }
-    Ok((hub, metrics))
+    Ok(hub)
 }
 
 /// The HTTP server on `listener`: every worker's `App` gets the state, CORS, request

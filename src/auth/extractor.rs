@@ -1,8 +1,7 @@
 //! The REST extractor: every `/api` handler that takes a [`Caller`] is authenticated.
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
-use std::future::{ready, Ready};
-
+use futures_util::future::LocalBoxFuture;
 use std::sync::Arc;
 
 use super::{AuthError, Claims, Revocations, TokenVerifier};
@@ -24,25 +23,26 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let verifier = req
             .app_data::<web::Data<TokenVerifier>>()
-            .expect("TokenVerifier is registered in startup");
-        let result = match bearer_token(req) {
-            None => Err(AuthError::Missing),
-            Some(token) => verifier.verify(token),
-        };
-        let revocations = req.app_data::<web::Data<Arc<Revocations>>>();
-        ready(
-            result
-                .map_err(ApiError::from)
-                .and_then(|claims| match revocations {
-                    Some(r) if r.is_revoked(&claims) => Err(revoked()),
-                    _ => Ok(Caller(claims)),
-                }),
-        )
+            .expect("TokenVerifier is registered in startup")
+            .clone();
+        let revocations = req.app_data::<web::Data<Arc<Revocations>>>().cloned();
+        let token = bearer_token(req).map(str::to_owned);
+        Box::pin(async move {
+            let claims = match token {
+                None => Err(AuthError::Missing),
+                Some(token) => verifier.verify_fresh(&token).await,
+            }
+            .map_err(ApiError::from)?;
+            match revocations {
+                Some(r) if r.is_revoked(&claims) => Err(revoked()),
+                _ => Ok(Caller(claims)),
+            }
+        })
     }
 }
 

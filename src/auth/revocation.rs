@@ -59,7 +59,7 @@ impl Revocations {
         match (revoked.get(&claims.sub), claims.iat) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(before), Some(iat)) => i64::try_from(iat).map_or(false, |iat| iat <= *before),
+            (Some(before), Some(iat)) => i64::try_from(iat).is_ok_and(|iat| iat <= *before),
         }
     }
 

@@ -1,17 +1,23 @@
-//! Verifying tokens (HS256 with a secret, or RS256/ES256 with a public key) and minting
-//! HS256 tokens for local use.
+//! Verifying tokens against the configured keys (an HS256 secret, a PEM public key, or
+//! a JSON Web Key Set), keeping those keys current, and minting HS256 tokens for local
+//! use.
 //!
-//! The accepted algorithm comes from configuration, never from the token's header, so
-//! `alg: none` and tokens of the other key family are refused.
+//! The keys in force sit behind one lock and are swapped whole: by a JWKS read, or by
+//! SIGHUP for a key file or the generated secret file. A failed reload leaves the
+//! previous keys in force.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, EncodingKey, Header};
 
-use super::{load_or_generate_secret, secret_file_for, Claims, Role};
+use super::jwks::{JwksLocation, Refresh};
+use super::keys::{Key, KeyError, KeySet, Rules};
+use super::{load_or_generate_secret, read_secret, secret_file_for, Claims, Role};
 use crate::config::Settings;
 use crate::db::DatabaseTarget;
+use crate::metrics::Metrics;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,148 +43,300 @@ impl std::fmt::Display for AuthError {
     }
 }
 
-/// Verifies tokens against the configured key, and mints HS256 tokens.
+impl std::error::Error for AuthError {}
+
+/// Where the keys come from, and so how they are reloaded.
+enum Source {
+    /// `EVENTIDE_JWT_SECRET`: fixed for the life of the process.
+    Secret,
+    /// The generated secret file: re-read on SIGHUP.
+    SecretFile(PathBuf),
+    /// `EVENTIDE_JWT_PUBLIC_KEY_FILE`: re-read on SIGHUP.
+    PemFile(PathBuf),
+    /// `EVENTIDE_JWT_JWKS_URL`: re-read on an interval and on unknown `kid`s.
+    Jwks(Refresh),
+}
+
+/// Verifies tokens against the configured keys, and mints HS256 tokens.
 pub struct TokenVerifier {
-    decoding: DecodingKey,
+    /// The keys in force; swapped whole, never edited in place.
+    keys: RwLock<Arc<KeySet>>,
+    /// The signing key, for `token` only (HS256 configurations).
     encoding: Option<EncodingKey>,
-    validation: Validation,
-    leeway: u64,
+    rules: Rules,
+    source: Source,
+}
+
+/// A refusal, before it is told to the caller: an unknown `kid` may still be fixed by
+/// reading the key set again.
+enum Refusal {
+    UnknownKid(String),
+    Other(AuthError),
 }
 
 impl TokenVerifier {
-    /// The verifier the settings call for: the public key file if set, else the HS256
-    /// secret from `EVENTIDE_JWT_SECRET`, else the one generated beside the SQLite file.
-    /// `serve` and `token` both find their key here.
-    pub fn from_settings(settings: &Settings, target: &DatabaseTarget) -> Result<Self, String> {
-        if let Some(path) = &settings.jwt_public_key_file {
-            return Self::from_public_key_file(path, settings);
+    /// The verifier of an HS256 secret, a PEM key file, the generated secret file, or
+    /// (when `jwks` is given: the set's bytes, read by the caller) a JWKS. Blocking:
+    /// reads key files.
+    fn build(
+        settings: &Settings,
+        target: &DatabaseTarget,
+        jwks: Option<(JwksLocation, Vec<u8>)>,
+    ) -> Result<Self, KeyError> {
+        let rules = Rules::from_settings(settings);
+        let (keys, encoding, source) = if let Some((location, body)) = jwks {
+            let keys = rules.jwks(&body).map_err(|detail| KeyError::Jwks {
+                url: location.to_string(),
+                detail,
+            })?;
+            let interval = Duration::from_secs(settings.jwt_jwks_refresh_secs);
+            let refresh = Refresh::new(location, interval);
+            (KeySet::ByKid(keys), None, Source::Jwks(refresh))
+        } else if let Some(path) = &settings.jwt_public_key_file {
+            let key = rules.pem_file(path)?;
+            (
+                KeySet::Single(Box::new(key)),
+                None,
+                Source::PemFile(path.clone()),
+            )
+        } else {
+            let (secret, source) = match (&settings.jwt_secret, target.sqlite_path()) {
+                (Some(secret), _) => (secret.clone(), Source::Secret),
+                (None, Some(db_path)) => {
+                    let path = secret_file_for(db_path);
+                    (load_or_generate_secret(&path)?, Source::SecretFile(path))
+                }
+                (None, None) => return Err(KeyError::SecretRequired),
+            };
+            let key = rules.hs256(secret.as_bytes());
+            let encoding = EncodingKey::from_secret(secret.as_bytes());
+            (KeySet::Single(Box::new(key)), Some(encoding), source)
+        };
+        Ok(TokenVerifier {
+            keys: RwLock::new(Arc::new(keys)),
+            encoding,
+            rules,
+            source,
+        })
+    }
+
+    /// The verifier the settings call for, without a JWKS: the public key file if set,
+    /// else the HS256 secret from `EVENTIDE_JWT_SECRET`, else the one generated beside
+    /// the SQLite file. What `token` uses; blocking.
+    pub fn from_settings(settings: &Settings, target: &DatabaseTarget) -> Result<Self, KeyError> {
+        if settings.jwt_jwks_url.is_some() {
+            return Err(KeyError::CannotMint(
+                "the hub verifies with a key set (EVENTIDE_JWT_JWKS_URL); \
+                 tokens come from the identity provider that publishes it",
+            ));
         }
-        let secret = match (&settings.jwt_secret, target.sqlite_path()) {
-            (Some(secret), _) => secret.clone(),
-            (None, Some(db_path)) => load_or_generate_secret(&secret_file_for(db_path))?,
-            (None, None) => {
-                return Err(
-                    "EVENTIDE_JWT_SECRET: must be set when DATABASE_URL is PostgreSQL, \
-                     so that every node verifies tokens with the same secret"
-                        .into(),
-                )
+        Self::build(settings, target, None)
+    }
+
+    /// The verifier of a running hub: [`TokenVerifier::from_settings`], or the JWKS
+    /// read now (an unreadable set is an error naming `EVENTIDE_JWT_JWKS_URL`). Its
+    /// counters are registered in `metrics`; [`TokenVerifier::keep_current`] then keeps
+    /// its keys up to date.
+    pub async fn load(
+        settings: &Settings,
+        target: &DatabaseTarget,
+        metrics: &Metrics,
+    ) -> Result<Arc<Self>, KeyError> {
+        let jwks = match &settings.jwt_jwks_url {
+            None => None,
+            Some(url) => {
+                let location = JwksLocation::parse(url).map_err(|detail| KeyError::Jwks {
+                    url: url.clone(),
+                    detail,
+                })?;
+                let body = location.read().await.map_err(|detail| KeyError::Jwks {
+                    url: url.clone(),
+                    detail,
+                })?;
+                Some((location, body))
             }
         };
-        Ok(Self::hs256(secret.as_bytes(), settings))
+        let (settings, target) = (settings.clone(), target.clone());
+        let verifier = actix_web::web::block(move || Self::build(&settings, &target, jwks))
+            .await
+            .map_err(KeyError::Blocking)??;
+        if let Source::Jwks(refresh) = &verifier.source {
+            metrics.register(Box::new(refresh.refreshes.clone()));
+            metrics.register(Box::new(refresh.failures.clone()));
+        }
+        Ok(Arc::new(verifier))
     }
 
     /// An HS256 verifier for the given secret.
     pub fn hs256(secret: &[u8], settings: &Settings) -> Self {
-        let validation = Self::validation(Algorithm::HS256, settings);
+        let rules = Rules::from_settings(settings);
         TokenVerifier {
-            decoding: DecodingKey::from_secret(secret),
+            keys: RwLock::new(Arc::new(KeySet::Single(Box::new(rules.hs256(secret))))),
             encoding: Some(EncodingKey::from_secret(secret)),
-            validation,
-            leeway: settings.jwt_leeway_secs,
+            rules,
+            source: Source::Secret,
         }
-    }
-
-    /// An RS256 or ES256 verifier for the PEM public key in `path` (the key type picks
-    /// the algorithm). Such a verifier cannot mint tokens.
-    pub fn from_public_key_file(path: &Path, settings: &Settings) -> Result<Self, String> {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "EVENTIDE_JWT_PUBLIC_KEY_FILE: cannot read {}: {e}",
-                path.display()
-            )
-        })?;
-        let (decoding, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-            (key, Algorithm::RS256)
-        } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-            (key, Algorithm::ES256)
-        } else {
-            return Err(format!(
-                "EVENTIDE_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC (P-256) public key in PEM",
-                path.display()
-            ));
-        };
-        Ok(TokenVerifier {
-            decoding,
-            encoding: None,
-            validation: Self::validation(algorithm, settings),
-            leeway: settings.jwt_leeway_secs,
-        })
-    }
-
-    fn validation(algorithm: Algorithm, settings: &Settings) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.algorithms = vec![algorithm];
-        validation.leeway = settings.jwt_leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        if settings.jwt_issuer.is_some() {
-            required.push("iss");
-        }
-        if settings.jwt_audience.is_some() {
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        match &settings.jwt_issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
-        }
-        match &settings.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => {
-                validation.validate_aud = false;
-                validation.aud = None::<HashSet<String>>;
-            }
-        }
-        validation
     }
 
     /// The configured clock leeway, in seconds.
     pub fn leeway_secs(&self) -> u64 {
-        self.leeway
+        self.rules.leeway()
     }
 
-    /// Verifies a token and returns its claims.
+    /// Verifies a token and returns its claims. A `kid` missing from the key set makes
+    /// the set be read again soon; [`TokenVerifier::verify_fresh`] also waits for it.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                ErrorKind::InvalidAlgorithm => {
-                    AuthError::Invalid("algorithm not accepted by this hub".into())
+        self.check(token).map_err(|refusal| match refusal {
+            Refusal::UnknownKid(kid) => {
+                if let Source::Jwks(refresh) = &self.source {
+                    refresh.unknown_kid();
                 }
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Invalid(format!("missing claim `{c}`"))
-                }
-                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
-                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)".into()),
-                ErrorKind::Json(_) => AuthError::Invalid(
-                    "claims do not fit (need string `sub`, known `role`, integer `exp`)".into(),
-                ),
-                _ => AuthError::Invalid("malformed token".into()),
+                unknown_kid(&kid)
             }
-        })?;
-        let claims = data.claims;
-        if claims.role == Role::Provider && claims.provider_id.is_none() {
-            return Err(AuthError::Invalid(
-                "a `provider` token needs an integer `providerId`".into(),
-            ));
-        }
-        if claims.sub.is_empty() {
-            return Err(AuthError::Invalid("`sub` must not be empty".into()));
-        }
-        Ok(claims)
+            Refusal::Other(e) => e,
+        })
     }
 
-    /// Signs `claims` with the HS256 secret.
-    pub fn mint(&self, claims: &Claims) -> Result<String, String> {
-        let key = self.encoding.as_ref().ok_or_else(|| {
-            "cannot mint tokens: the hub verifies with a public key (EVENTIDE_JWT_PUBLIC_KEY_FILE); \
-             sign tokens with the matching private key instead"
-                .to_owned()
-        })?;
-        encode(&Header::new(Algorithm::HS256), claims, key).map_err(|e| e.to_string())
+    /// Verifies a token; if its `kid` is missing from the key set, reads the set again
+    /// (at most once per 10 s) and waits a few seconds for it, so a key just added to
+    /// the set verifies on its first use.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.check(token) {
+            Ok(claims) => Ok(claims),
+            Err(Refusal::Other(e)) => Err(e),
+            Err(Refusal::UnknownKid(kid)) => {
+                let waiting = match &self.source {
+                    Source::Jwks(refresh) => refresh.unknown_kid(),
+                    _ => None,
+                };
+                match waiting {
+                    Some(receiver) if Refresh::wait(receiver.clone()).await => self.verify(token),
+                    _ => Err(unknown_kid(&kid)),
+                }
+            }
+        }
     }
+
+    fn check(&self, token: &str) -> Result<Claims, Refusal> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let key: &Key = match &*keys {
+            KeySet::Single(key) => key,
+            KeySet::ByKid(keys) => {
+                let header = decode_header(token)
+                    .map_err(|_| Refusal::Other(AuthError::Invalid("malformed token".into())))?;
+                if !matches!(
+                    header.alg,
+                    Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+                ) {
+                    return Err(Refusal::Other(AuthError::Invalid(
+                        "algorithm not accepted by this hub".into(),
+                    )));
+                }
+                let kid = header.kid.ok_or_else(|| {
+                    Refusal::Other(AuthError::Invalid("no `kid` in the token header".into()))
+                })?;
+                keys.get(&kid).ok_or(Refusal::UnknownKid(kid))?
+            }
+        };
+        verify_with(token, key).map_err(Refusal::Other)
+    }
+
+    /// Re-reads a key file or the generated secret file (what SIGHUP does); keeps the
+    /// keys in force when the file cannot be used. Blocking. `Ok(false)`: nothing to
+    /// reload (the secret comes from the environment, or the keys from a JWKS).
+    pub fn reload_files(&self) -> Result<bool, KeyError> {
+        let key = match &self.source {
+            Source::PemFile(path) => self.rules.pem_file(path)?,
+            Source::SecretFile(path) => self.rules.hs256(read_secret(path)?.as_bytes()),
+            Source::Secret | Source::Jwks(_) => return Ok(false),
+        };
+        self.replace(KeySet::Single(Box::new(key)));
+        Ok(true)
+    }
+
+    fn replace(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+
+    /// Keeps a JWKS current: reads it every `EVENTIDE_JWT_JWKS_REFRESH_SECS` and when
+    /// an unknown `kid` asks, until the runtime stops. Returns at once for other
+    /// sources. Runs on the actix runtime (awc is not `Send`).
+    pub async fn keep_current(self: Arc<Self>) {
+        let Source::Jwks(refresh) = &self.source else {
+            return;
+        };
+        loop {
+            refresh.next_read().await;
+            let read = refresh.location.read().await;
+            match read.and_then(|body| self.rules.jwks(&body)) {
+                Ok(keys) => {
+                    let count = keys.len();
+                    self.replace(KeySet::ByKid(keys));
+                    refresh.refreshes.inc();
+                    log::debug!("JWKS: read {count} key(s) from {}", refresh.location);
+                }
+                Err(e) => {
+                    refresh.failures.inc();
+                    log::warn!(
+                        "EVENTIDE_JWT_JWKS_URL: cannot re-read the key set at {} ({e}); \
+                         the last good set stays in use",
+                        refresh.location
+                    );
+                }
+            }
+            refresh.read_done();
+        }
+    }
+
+    /// Signs `claims` with the HS256 secret, stamped with `iat` = `issued_at` (seconds
+    /// since the epoch), so that a later revocation can tell old tokens from new.
+    pub fn mint(&self, claims: &Claims, issued_at: u64) -> Result<String, KeyError> {
+        let key = self.encoding.as_ref().ok_or(KeyError::CannotMint(
+            "the hub verifies with a public key (EVENTIDE_JWT_PUBLIC_KEY_FILE); \
+             sign tokens with the matching private key instead",
+        ))?;
+        let minted = Claims {
+            iat: Some(issued_at),
+            ..claims.clone()
+        };
+        encode(&Header::new(Algorithm::HS256), &minted, key).map_err(KeyError::Sign)
+    }
+}
+
+fn unknown_kid(kid: &str) -> AuthError {
+    AuthError::Invalid(format!("no key {kid:?} in the key set"))
+}
+
+/// Verifies `token` with one key and checks what the claims' types cannot.
+fn verify_with(token: &str, key: &Key) -> Result<Claims, AuthError> {
+    let data = decode::<Claims>(token, &key.decoding, &key.validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+            ErrorKind::InvalidAlgorithm => {
+                AuthError::Invalid("algorithm not accepted by this hub".into())
+            }
+            ErrorKind::MissingRequiredClaim(c) => {
+                AuthError::Invalid(format!("missing claim `{c}`"))
+            }
+            ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
+            ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
+            ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)".into()),
+            ErrorKind::Json(_) => AuthError::Invalid(
+                "claims do not fit (need string `sub`, known `role`, integer `exp`)".into(),
+            ),
+            _ => AuthError::Invalid("malformed token".into()),
+        }
+    })?;
+    let claims = data.claims;
+    if claims.role == Role::Provider && claims.provider_id.is_none() {
+        return Err(AuthError::Invalid(
+            "a `provider` token needs an integer `providerId`".into(),
+        ));
+    }
+    if claims.sub.is_empty() {
+        return Err(AuthError::Invalid("`sub` must not be empty".into()));
+    }
+    Ok(claims)
 }

@@ -6,7 +6,9 @@ mod events;
 mod model;
 pub mod routes;
 mod store;
+mod time;
 
 pub use events::{availability_frame, Action};
 pub use model::{validate, NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
 pub use store::{Availability, AvailabilityStore, StoreError};
+pub use time::{parse_time, MAX_YEAR, MIN_YEAR};

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::time;
 use crate::db::schema::slots;
 
 /// Longest note, in characters.
@@ -107,8 +108,12 @@ impl From<SlotRow> for Slot {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSlot {
     /// Start, inclusive.
+    #[serde(deserialize_with = "time::starts_at")]
+    #[schema(pattern = "^[0-9]{4}-")]
     pub starts_at: DateTime<Utc>,
     /// End, exclusive; after `startsAt`.
+    #[serde(deserialize_with = "time::ends_at")]
+    #[schema(pattern = "^[0-9]{4}-")]
     pub ends_at: DateTime<Utc>,
     /// Defaults to `available`.
     #[serde(default)]
@@ -125,10 +130,12 @@ pub struct NewSlot {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlotPatch {
     /// New start.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "time::some_starts_at")]
+    #[schema(pattern = "^[0-9]{4}-")]
     pub starts_at: Option<DateTime<Utc>>,
     /// New end.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "time::some_ends_at")]
+    #[schema(pattern = "^[0-9]{4}-")]
     pub ends_at: Option<DateTime<Utc>>,
     /// New status.
     #[serde(default)]

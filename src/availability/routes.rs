@@ -8,19 +8,39 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AvailabilityStore, NewSlot, Slot, SlotPatch};
+use super::{parse_time, AvailabilityStore, NewSlot, Slot, SlotPatch};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, JsonBody};
 
-/// `from`/`to` of the list: slots overlapping [`from`, `to`).
+/// `from`/`to` of the list: slots overlapping [`from`, `to`). Read as text and parsed
+/// by [`parse_time`], so a bad time is a 422 naming the parameter, as in bodies.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct Window {
-    /// Inclusive start of the window (RFC 3339).
-    pub from: Option<DateTime<Utc>>,
-    /// Exclusive end of the window (RFC 3339); not before `from`.
-    pub to: Option<DateTime<Utc>>,
+    /// Inclusive start of the window (RFC 3339, four-digit year).
+    #[param(value_type = Option<String>, format = DateTime, pattern = "^[0-9]{4}-")]
+    pub from: Option<String>,
+    /// Exclusive end of the window (RFC 3339, four-digit year); not before `from`.
+    #[param(value_type = Option<String>, format = DateTime, pattern = "^[0-9]{4}-")]
+    pub to: Option<String>,
+}
+
+/// One end of a window; `None` leaves that side open.
+type Bound = Option<DateTime<Utc>>;
+
+impl Window {
+    /// The window's bounds; a bad time is a 422 naming `from` or `to`.
+    fn bounds(&self) -> Result<(Bound, Bound), ApiError> {
+        let parse = |name: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| parse_time(name, v))
+                .transpose()
+                .map_err(ApiError::Unprocessable)
+        };
+        Ok((parse("from", &self.from)?, parse("to", &self.to)?))
+    }
 }
 
 /// The body of the list, as documented: the store's `Availability`, which the store
@@ -81,8 +101,9 @@ fn may_manage(caller: &Caller, provider_id: i64) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "The slots and the version they reflect", body = AvailabilityDoc),
-        (status = 400, description = "A bad `providerId`, `from` or `to`, or an unknown query parameter", body = ErrorBody),
+        (status = 400, description = "A bad `providerId`, `to` before `from`, or an unknown query parameter", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 422, description = "`from` or `to` is not an RFC 3339 time with a four-digit year", body = ErrorBody),
         (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -94,14 +115,15 @@ pub async fn list(
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
     let provider_id = provider_id.into_inner().0;
-    if let (Some(from), Some(to)) = (window.from, window.to) {
+    let (from, to) = window.bounds()?;
+    if let (Some(from), Some(to)) = (from, to) {
         if to < from {
             return Err(ApiError::BadRequest(
                 "`to` must not be before `from`".into(),
             ));
         }
     }
-    let availability = store.list(provider_id, window.from, window.to).await?;
+    let availability = store.list(provider_id, from, to).await?;
     Ok(HttpResponse::Ok().json(availability))
 }
 
@@ -122,7 +144,7 @@ pub async fn list(
         (status = 403, description = "The token may not change this provider's slots", body = ErrorBody),
         (status = 409, description = "The slot overlaps another slot of the provider", body = ErrorBody),
         (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 422, description = "JSON of the wrong shape, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, a time that is not RFC 3339 with a four-digit year, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
         (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -184,7 +206,7 @@ pub async fn get(
         (status = 404, description = "No slot with this id", body = ErrorBody),
         (status = 409, description = "The changed slot would overlap another slot of the provider", body = ErrorBody),
         (status = 413, description = "The body is larger than `EVENTIDE_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 422, description = "JSON of the wrong shape, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, a time that is not RFC 3339 with a four-digit year, `endsAt <= startsAt`, or a note over 500 characters or holding U+0000", body = ErrorBody),
         (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -10,7 +10,7 @@ use crate::auth::{Revocations, TokenVerifier};
 use crate::availability::AvailabilityStore;
 use crate::db::DbPool;
 use crate::error;
-use crate::health::DatabaseProbe;
+use crate::health::ReadinessCheck;
 use crate::metrics::Metrics;
 use crate::rooms::Hub;
 use crate::ws::WsContext;
@@ -28,7 +28,7 @@ pub struct AppState {
     /// The database pool, for its metrics.
     pub pool: web::Data<DbPool>,
     /// Readiness check of the database.
-    pub probe: web::Data<DatabaseProbe>,
+    pub probe: web::Data<ReadinessCheck>,
     /// What the WebSocket sessions share.
     pub ws: web::Data<Arc<WsContext>>,
     /// This hub's metrics.

@@ -13,7 +13,7 @@ mod session;
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use origins::Origins;
 pub use rate_limit::{RateLimiter, Verdict};
-pub use route::{websocket, WsContext};
+pub use route::{websocket, SessionIds, WsContext};
 // The OpenAPI description of `websocket`, for `crate::openapi`.
 #[doc(hidden)]
 pub use route::__path_websocket;

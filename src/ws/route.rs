@@ -40,32 +40,23 @@ pub struct WsContext {
     pub connections: ConnectionCounter,
     /// This hub's metrics.
     pub metrics: Arc<Metrics>,
-    next_id: AtomicU64,
+    /// Hands out session ids.
+    pub ids: SessionIds,
 }
 
-impl WsContext {
-    /// The shared context of this node's sessions.
-    pub fn new(
-        hub: Hub,
-        verifier: web::Data<TokenVerifier>,
-        limits: Limits,
-        recovery_deadline: Duration,
-        revocations: Arc<Revocations>,
-        connections: ConnectionCounter,
-        origins: Origins,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        WsContext {
-            hub,
-            verifier,
-            limits,
-            recovery_deadline,
-            revocations,
-            origins,
-            connections,
-            metrics,
-            next_id: AtomicU64::new(1),
-        }
+/// Session ids, unique for the life of the process's hub.
+#[derive(Debug)]
+pub struct SessionIds(AtomicU64);
+
+impl Default for SessionIds {
+    fn default() -> Self {
+        SessionIds(AtomicU64::new(1))
+    }
+}
+
+impl SessionIds {
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -141,7 +132,7 @@ pub async fn websocket(
         .or_else(|| query_token(&req));
     let claims = match token {
         None => Err(AuthError::Missing),
-        Some(token) => context.verifier.verify(&token),
+        Some(token) => context.verifier.verify_fresh(&token).await,
     }
     .map_err(ApiError::from)
     .and_then(|claims| match context.revocations.is_revoked(&claims) {
@@ -187,7 +178,7 @@ pub async fn websocket(
         .max_frame_size(max_message)
         .aggregate_continuations()
         .max_continuation_size(max_message);
-    let id = context.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = context.ids.next();
     let context: Arc<WsContext> = context.get_ref().clone();
     WsSession::create(move |ctx| {
         ctx.add_stream(stream);

@@ -83,6 +83,23 @@ fn values_that_parse_but_make_no_sense_are_named_too() {
         &output,
         "DATABASE_URL: expected sqlite://PATH or postgres://",
     );
+    let output = run(
+        &[],
+        &[
+            addr,
+            ("EVENTIDE_JWT_JWKS_URL", "file:///etc/jwks.json"),
+            ("EVENTIDE_JWT_PUBLIC_KEY_FILE", "/etc/key.pem"),
+        ],
+    );
+    assert_refused(
+        &output,
+        "EVENTIDE_JWT_JWKS_URL and EVENTIDE_JWT_PUBLIC_KEY_FILE: set one or the other",
+    );
+    let output = run(&[], &[addr, ("EVENTIDE_JWT_JWKS_REFRESH_SECS", "0")]);
+    assert_refused(
+        &output,
+        "EVENTIDE_JWT_JWKS_REFRESH_SECS: must be at least 1",
+    );
     let output = run(&[], &[secret, addr, ("EVENTIDE_REDIS_URL", "nope")]);
     assert_refused(&output, "EVENTIDE_REDIS_URL: invalid Redis URL");
 }

@@ -69,7 +69,7 @@ async fn every_operation_documents_the_statuses_it_answers() {
         (
             "GET",
             "/api/providers/{providerId}/availability",
-            &[200, 400, 401, 503],
+            &[200, 400, 401, 422, 503],
         ),
         (
             "POST",

@@ -184,7 +184,7 @@ async fn every_bad_input_gets_its_status_and_never_a_500(backend: Backend) {
         ("POST", "/api/providers/abc/availability".into(), Some(slot_at(100).to_string()), 400),
         ("POST", "/api/providers/-1/availability".into(), Some(slot_at(100).to_string()), 400),
         ("GET", "/api/providers/99999999999999999999/availability".into(), None, 400),
-        ("GET", format!("{create}?from=yesterday"), None, 400),
+        ("GET", format!("{create}?from=yesterday"), None, 422),
         ("GET", format!("{create}?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z"), None, 400),
         ("GET", "/api/availability/x".into(), None, 400),
         ("PATCH", "/api/availability/1.5".into(), Some("{}".into()), 400),
