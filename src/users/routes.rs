@@ -122,14 +122,11 @@ pub async fn disconnect(
             "only admin and service tokens may disconnect users".into(),
         ));
     }
-    let revoked_before = match body.revoke_tokens {
-        true => Some(
-            revocations
-                .revoke(sub)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?,
-        ),
-        false => None,
+    let revoked_before = if body.revoke_tokens {
+        let revoked = revocations.revoke(sub).await;
+        Some(revoked.map_err(|e| ApiError::Unavailable(e.to_string()))?)
+    } else {
+        None
     };
     hub.disconnect_user(sub, revoked_before);
     metrics.hub.disconnects.inc();

@@ -135,9 +135,12 @@ pub async fn websocket(
         Some(token) => context.verifier.verify_fresh(&token).await,
     }
     .map_err(ApiError::from)
-    .and_then(|claims| match context.revocations.is_revoked(&claims) {
-        true => Err(revoked()),
-        false => Ok(claims),
+    .and_then(|claims| {
+        if context.revocations.is_revoked(&claims) {
+            Err(revoked())
+        } else {
+            Ok(claims)
+        }
     })
     .map_err(|e| {
         log::info!("handshake from {} refused: {e}", peer(&req));
