@@ -68,6 +68,7 @@ fn message_of(frame: &Value) -> &'static str {
         Some("availabilityUpdated") => "availabilityUpdated",
         Some("error") => "error",
         _ if frame.get("room").is_some() => "roomEvent",
+        _ if frame.get("user").is_some() => "userEvent",
         _ => "broadcastEvent",
     }
 }
@@ -195,6 +196,15 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
     assert_eq!(status, 202);
     assert_eq!(r.recv(&mut owner).await["event"], "notice");
     assert_eq!(r.recv(&mut admin_socket).await["event"], "notice");
+    let (status, _) = app
+        .post(
+            "/api/users/provider-1/events",
+            &service(),
+            &json!({"event": "accountNotice", "data": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(r.recv(&mut owner).await["user"], "provider-1");
 
     // Leaving, also a room never joined.
     for room in ["lobby", "never-joined"] {
