@@ -445,11 +445,13 @@ async fn the_redis_gauge_and_readiness_follow_redis() {
     let up = wait_for(&app, "eventide_redis_backplane_up", 1.0).await;
     wait_for_readiness(&app, 200).await;
 
-    // A change published through Redis comes back through this node's subscription.
+    // A change is delivered here at once and published to Redis for the other nodes;
+    // this node does not take its own message back.
     let mut socket = app.ws(&provider(4)).await;
     socket.join("provider-4", None).await;
     app.create_slot(4, 0).await;
     assert_eq!(socket.recv().await["data"]["version"], 1);
+    wait_for(&app, "eventide_relay_published_total", 1.0).await;
     let after = scrape(&app).await;
     assert_eq!(
         after.get(&published("rest")) - up.get(&published("rest")),
@@ -457,8 +459,9 @@ async fn the_redis_gauge_and_readiness_follow_redis() {
     );
     assert_eq!(
         after.get(&published("backplane")) - up.get(&published("backplane")),
-        1.0
+        0.0
     );
+    socket.assert_silent(Duration::from_millis(200)).await;
 
     redis.stop();
     wait_for(&app, "eventide_redis_backplane_up", 0.0).await;

@@ -97,6 +97,17 @@ async fn every_operation_documents_the_statuses_it_answers() {
             "/api/broadcast",
             &[202, 400, 401, 403, 413, 422, 503],
         ),
+        ("GET", "/api/rooms/{room}/presence", &[200, 400, 401, 403]),
+        (
+            "POST",
+            "/api/users/{sub}/events",
+            &[202, 400, 401, 403, 413, 422, 503],
+        ),
+        (
+            "POST",
+            "/api/users/{sub}/disconnect",
+            &[202, 400, 401, 403, 413, 422, 503],
+        ),
     ];
     assert_eq!(expected.len(), endpoints().len());
     for (method, path, statuses) in expected {
