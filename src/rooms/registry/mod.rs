@@ -8,28 +8,25 @@
 //! version once and in order whatever Redis did. A gap is read from the change log
 //! once per room and shard, not once per session.
 
+mod streams;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use self::streams::RoomStream;
 use super::index::RoomIndex;
 use super::messages::*;
-use super::sequencer::{Delivery, Read, ReadResult, Sequencer};
+use super::sequencer::Sequencer;
 use super::{RoomName, ShardConfig};
-use crate::changelog::{ChangeLog, LogError, Stream};
+use crate::changelog::ChangeLog;
 use crate::metrics::Metrics;
 
 /// Mailbox capacity of a shard: publishers that find it full back off and retry.
 const REGISTRY_MAILBOX: usize = 4096;
-/// How long an out-of-order version waits for the versions before it before the gap
-/// is read from the change log: events published by two nodes race through Redis.
-const GAP_GRACE: Duration = Duration::from_millis(150);
-/// The first retry of a failed change-log read; doubles up to [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(2);
 
 struct Member {
     sub: Arc<str>,
@@ -37,19 +34,6 @@ struct Member {
     /// The rooms this session is in: always exactly the rooms whose `members` hold it.
     rooms: HashSet<RoomName>,
 }
-
-/// A versioned room's delivery state on this shard.
-struct RoomStream {
-    stream: Stream,
-    sequencer: Sequencer,
-    /// Joins waiting for the head read, answered as soon as it returns.
-    waiting: Vec<oneshot::Sender<Result<Joined, JoinError>>>,
-    /// A delayed gap check is scheduled.
-    check_scheduled: bool,
-    /// Since when reads of this room have been failing, and how many times.
-    failing: Option<(Instant, u32)>,
-}
-
 struct Room {
     /// Sessions in the room. The room exists exactly while this is not empty.
     members: HashSet<SessionId>,
@@ -167,201 +151,6 @@ impl RoomRegistry {
             }
         }
     }
-
-    /// Sends what a sequencer released to the room's members.
-    fn deliver(&mut self, room: &RoomName, delivery: Delivery) {
-        let target = Target::Room(room.clone());
-        if delivery.lost {
-            let resume = delivery.frames.first().map(|(v, _)| v - 1);
-            let resume = resume.or_else(|| self.stream_of(room).and_then(|s| s.delivered()));
-            if let Some(version) = resume {
-                self.metrics.hub.history_lost.inc();
-                log::warn!("{room}: versions up to {version} are no longer kept; members re-fetch");
-                self.fan_out(&target, || SessionMsg::Resync {
-                    room: room.clone(),
-                    version,
-                });
-            }
-        }
-        for (version, frame) in delivery.frames {
-            self.fan_out(&target, || {
-                SessionMsg::Event(Event {
-                    target: target.clone(),
-                    version: Some(version),
-                    frame: frame.clone(),
-                })
-            });
-        }
-    }
-
-    fn stream_of(&self, room: &RoomName) -> Option<&Sequencer> {
-        self.rooms
-            .get(room)
-            .and_then(|r| r.stream.as_ref())
-            .map(|s| &s.sequencer)
-    }
-
-    /// Starts the change-log read the room's sequencer needs, if any.
-    fn pump(&mut self, room: &RoomName, ctx: &mut Context<Self>) {
-        let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) else {
-            return;
-        };
-        let Some(read) = stream.sequencer.next_read() else {
-            return;
-        };
-        let changelog = self.changelog.clone();
-        let key = stream.stream.clone();
-        let room = room.clone();
-        ctx.spawn(
-            async move { changelog.read(key, read).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| act.read_done(room, read, result, ctx)),
-        );
-    }
-
-    /// Reads the gap after a short grace, unless it closes by itself meanwhile.
-    fn schedule_check(&mut self, room: &RoomName, ctx: &mut Context<Self>) {
-        let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) else {
-            return;
-        };
-        if stream.check_scheduled || !stream.sequencer.has_gap() {
-            return;
-        }
-        stream.check_scheduled = true;
-        let room = room.clone();
-        ctx.run_later(GAP_GRACE, move |act, ctx| {
-            if let Some(stream) = act.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) {
-                stream.check_scheduled = false;
-                act.pump(&room, ctx);
-            }
-        });
-    }
-
-    fn read_done(
-        &mut self,
-        room: RoomName,
-        read: Read,
-        result: Result<Arc<ReadResult>, LogError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
-            return; // everyone left meanwhile
-        };
-        let result = match result {
-            Ok(result) => result,
-            Err(e) => return self.read_failed(room, e, ctx),
-        };
-        stream.failing = None;
-        self.metrics.hub.gap_reads_ok.inc();
-        let delivery = stream.sequencer.read_done(read, ReadResult::clone(&result));
-        if read == Read::Head {
-            let answer = Ok(Joined {
-                version: Some(result.head),
-            });
-            for waiting in stream.waiting.drain(..) {
-                let _ = waiting.send(answer);
-            }
-        } else {
-            self.metrics
-                .hub
-                .versions_filled
-                .inc_by(delivery.frames.len() as u64);
-        }
-        self.deliver(&room, delivery);
-        self.pump(&room, ctx);
-    }
-
-    fn read_failed(&mut self, room: RoomName, error: LogError, ctx: &mut Context<Self>) {
-        self.metrics.hub.gap_reads_failed.inc();
-        let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
-            return;
-        };
-        stream.sequencer.read_failed();
-        if stream.sequencer.delivered().is_none() {
-            // Nobody has been served yet: the joins waiting for the head answer
-            // `unavailable` now (their clients retry), and each session leaves again.
-            log::warn!("{room}: cannot read its head: {error}");
-            for waiting in stream.waiting.drain(..) {
-                let _ = waiting.send(Err(JoinError::Unavailable));
-            }
-            return;
-        }
-        let (since, attempts) = stream.failing.get_or_insert((Instant::now(), 0));
-        *attempts += 1;
-        let (since, attempts) = (*since, *attempts);
-        if since.elapsed() < self.config.recovery_deadline {
-            log::warn!("{room}: {error}; retrying");
-            let wait = (FIRST_RETRY * 2u32.saturating_pow(attempts.min(8))).min(MAX_RETRY);
-            ctx.run_later(wait, move |act, ctx| act.pump(&room, ctx));
-            return;
-        }
-        // Past the deadline the members' sockets close: their clients reconnect and
-        // recover with `since` once the database answers again.
-        log::error!("{room}: {error} for {since:?}; closing the room's sockets (1013)");
-        for waiting in stream.waiting.drain(..) {
-            let _ = waiting.send(Err(JoinError::Unavailable));
-        }
-        stream.failing = None;
-        let target = Target::Room(room.clone());
-        self.fan_out(&target, || SessionMsg::Unavailable);
-        let members: Vec<SessionId> = self
-            .rooms
-            .get(&room)
-            .map(|r| r.members.iter().copied().collect())
-            .unwrap_or_default();
-        for id in members {
-            self.remove_session(id);
-        }
-    }
-
-    /// Anti-entropy: reads the heads of every versioned room with members in one
-    /// batched query, and fills the gaps it finds.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.ticking {
-            return;
-        }
-        let streams: Vec<(RoomName, Stream)> = self
-            .rooms
-            .iter()
-            .filter_map(|(room, r)| {
-                let s = r.stream.as_ref()?;
-                s.sequencer.delivered()?;
-                Some((room.clone(), s.stream.clone()))
-            })
-            .collect();
-        if streams.is_empty() {
-            return;
-        }
-        self.ticking = true;
-        self.metrics.hub.anti_entropy_runs.inc();
-        let changelog = self.changelog.clone();
-        let keys = streams.iter().map(|(_, s)| s.clone()).collect();
-        ctx.spawn(
-            async move { changelog.heads(keys).await }
-                .into_actor(self)
-                .map(move |heads, act, ctx| {
-                    act.ticking = false;
-                    let heads = match heads {
-                        Ok(heads) => heads,
-                        Err(e) => return log::warn!("anti-entropy: {e}"),
-                    };
-                    for (room, stream) in streams {
-                        let Some(head) = heads.get(&stream) else {
-                            continue;
-                        };
-                        let Some(s) = act.rooms.get_mut(&room).and_then(|r| r.stream.as_mut())
-                        else {
-                            continue;
-                        };
-                        s.sequencer.note_head(*head);
-                        if s.sequencer.has_gap() {
-                            act.metrics.hub.anti_entropy_gaps.inc();
-                            act.pump(&room, ctx);
-                        }
-                    }
-                }),
-        );
-    }
 }
 
 /// Offers `msg` to one session without waiting; a session that cannot take it is
@@ -426,13 +215,10 @@ impl Handler<Join> for RoomRegistry {
         let sub = member.sub.clone();
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| Room {
             members: HashSet::new(),
-            stream: self.changelog.stream_of(&room).map(|stream| RoomStream {
-                stream,
-                sequencer: Sequencer::new(self.config.hold),
-                waiting: Vec::new(),
-                check_scheduled: false,
-                failing: None,
-            }),
+            stream: self
+                .changelog
+                .stream_of(&room)
+                .map(|stream| RoomStream::new(stream, Sequencer::new(self.config.hold))),
         });
         if entry.members.insert(id) {
             self.metrics.joins.inc();

@@ -1,0 +1,66 @@
+use super::*;
+
+#[test]
+fn origins_are_checked() {
+    for good in [
+        "*",
+        "null",
+        "http://localhost:8080",
+        "https://app.example.com/",
+        "capacitor://localhost",
+    ] {
+        assert!(is_origin(good), "{good}");
+    }
+    for bad in [
+        "",
+        "localhost:8080",
+        "http://",
+        "http://a/b",
+        "not an origin",
+        "http://a b",
+    ] {
+        assert!(!is_origin(bad), "{bad}");
+    }
+}
+
+/// The flags' defaults, `Limits::default` and `with_database` are the same settings.
+#[test]
+fn defaults_agree() {
+    use clap::{Args, Command, FromArgMatches};
+    // Ignore the environment of the machine the test runs on.
+    let command =
+        Settings::augment_args(Command::new("hub")).mut_args(|a| a.env(None::<&'static str>));
+    let parsed = Settings::from_arg_matches(&command.get_matches_from(["hub"])).unwrap();
+    assert_eq!(
+        format!("{parsed:?}"),
+        format!("{:?}", Settings::with_database(DEFAULT_DATABASE_URL))
+    );
+}
+
+#[test]
+fn bad_values_name_their_variable() {
+    use clap::{Args, Command, FromArgMatches};
+    let command = Settings::augment_args(Command::new("hub"));
+    let parse = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let error = command
+            .clone()
+            .try_get_matches_from(&args)
+            .and_then(|m| Settings::from_arg_matches(&m))
+            .unwrap_err();
+        describe_invalid_value(&error, &command, &args)
+    };
+    assert_eq!(
+        parse(&["hub", "--addr", "abc"]).unwrap(),
+        "--addr: invalid socket address \"abc\" (expected IP:PORT, e.g. 127.0.0.1:8080)"
+    );
+    assert_eq!(
+        parse(&["hub", "--max-body-bytes=x"]).unwrap(),
+        "--max-body-bytes: invalid number \"x\" (invalid digit found in string)"
+    );
+    assert_eq!(parse(&["hub", "--nope"]), None);
+    assert_eq!(
+        find_env(&command, "max-body-bytes").as_deref(),
+        Some("EVENTIDE_MAX_BODY_BYTES")
+    );
+}

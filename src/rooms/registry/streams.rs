@@ -1,0 +1,244 @@
+//! How a shard delivers its versioned rooms: each room's sequencer, the change-log
+//! reads it asks for (after a short grace, retried with backoff, bounded by a
+//! deadline), and the anti-entropy tick that finds what no message announced.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::super::messages::*;
+use super::super::sequencer::{Delivery, Read, ReadResult, Sequencer};
+use super::super::RoomName;
+use super::RoomRegistry;
+use crate::changelog::{LogError, Stream};
+
+/// How long an out-of-order version waits for the versions before it before the gap
+/// is read from the change log: events published by two nodes race through Redis.
+const GAP_GRACE: Duration = Duration::from_millis(150);
+/// The first retry of a failed change-log read; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// A versioned room's delivery state on this shard.
+pub(super) struct RoomStream {
+    pub(super) stream: Stream,
+    pub(super) sequencer: Sequencer,
+    /// Joins waiting for the head read, answered as soon as it returns.
+    pub(super) waiting: Vec<oneshot::Sender<Result<Joined, JoinError>>>,
+    /// A delayed gap check is scheduled.
+    pub(super) check_scheduled: bool,
+    /// Since when reads of this room have been failing, and how many times.
+    pub(super) failing: Option<(Instant, u32)>,
+}
+
+impl RoomStream {
+    /// A room whose head is not read yet.
+    pub(super) fn new(stream: Stream, sequencer: Sequencer) -> Self {
+        RoomStream {
+            stream,
+            sequencer,
+            waiting: Vec::new(),
+            check_scheduled: false,
+            failing: None,
+        }
+    }
+}
+
+impl RoomRegistry {
+    /// Sends what a sequencer released to the room's members.
+    pub(super) fn deliver(&mut self, room: &RoomName, delivery: Delivery) {
+        let target = Target::Room(room.clone());
+        if delivery.lost {
+            let resume = delivery.frames.first().map(|(v, _)| v - 1);
+            let resume = resume.or_else(|| self.stream_of(room).and_then(|s| s.delivered()));
+            if let Some(version) = resume {
+                self.metrics.hub.history_lost.inc();
+                log::warn!("{room}: versions up to {version} are no longer kept; members re-fetch");
+                self.fan_out(&target, || SessionMsg::Resync {
+                    room: room.clone(),
+                    version,
+                });
+            }
+        }
+        for (version, frame) in delivery.frames {
+            self.fan_out(&target, || {
+                SessionMsg::Event(Event {
+                    target: target.clone(),
+                    version: Some(version),
+                    frame: frame.clone(),
+                })
+            });
+        }
+    }
+
+    fn stream_of(&self, room: &RoomName) -> Option<&Sequencer> {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.stream.as_ref())
+            .map(|s| &s.sequencer)
+    }
+
+    /// Starts the change-log read the room's sequencer needs, if any.
+    pub(super) fn pump(&mut self, room: &RoomName, ctx: &mut Context<Self>) {
+        let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) else {
+            return;
+        };
+        let Some(read) = stream.sequencer.next_read() else {
+            return;
+        };
+        let changelog = self.changelog.clone();
+        let key = stream.stream.clone();
+        let room = room.clone();
+        ctx.spawn(
+            async move { changelog.read(key, read).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| act.read_done(room, read, result, ctx)),
+        );
+    }
+
+    /// Reads the gap after a short grace, unless it closes by itself meanwhile.
+    pub(super) fn schedule_check(&mut self, room: &RoomName, ctx: &mut Context<Self>) {
+        let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) else {
+            return;
+        };
+        if stream.check_scheduled || !stream.sequencer.has_gap() {
+            return;
+        }
+        stream.check_scheduled = true;
+        let room = room.clone();
+        ctx.run_later(GAP_GRACE, move |act, ctx| {
+            if let Some(stream) = act.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) {
+                stream.check_scheduled = false;
+                act.pump(&room, ctx);
+            }
+        });
+    }
+
+    fn read_done(
+        &mut self,
+        room: RoomName,
+        read: Read,
+        result: Result<Arc<ReadResult>, LogError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
+            return; // everyone left meanwhile
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(e) => return self.read_failed(room, e, ctx),
+        };
+        stream.failing = None;
+        self.metrics.hub.gap_reads_ok.inc();
+        let delivery = stream.sequencer.read_done(read, ReadResult::clone(&result));
+        if read == Read::Head {
+            let answer = Ok(Joined {
+                version: Some(result.head),
+            });
+            for waiting in stream.waiting.drain(..) {
+                let _ = waiting.send(answer);
+            }
+        } else {
+            self.metrics
+                .hub
+                .versions_filled
+                .inc_by(delivery.frames.len() as u64);
+        }
+        self.deliver(&room, delivery);
+        self.pump(&room, ctx);
+    }
+
+    fn read_failed(&mut self, room: RoomName, error: LogError, ctx: &mut Context<Self>) {
+        self.metrics.hub.gap_reads_failed.inc();
+        let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
+            return;
+        };
+        stream.sequencer.read_failed();
+        if stream.sequencer.delivered().is_none() {
+            // Nobody has been served yet: the joins waiting for the head answer
+            // `unavailable` now (their clients retry), and each session leaves again.
+            log::warn!("{room}: cannot read its head: {error}");
+            for waiting in stream.waiting.drain(..) {
+                let _ = waiting.send(Err(JoinError::Unavailable));
+            }
+            return;
+        }
+        let (since, attempts) = stream.failing.get_or_insert((Instant::now(), 0));
+        *attempts += 1;
+        let (since, attempts) = (*since, *attempts);
+        if since.elapsed() < self.config.recovery_deadline {
+            log::warn!("{room}: {error}; retrying");
+            let wait = (FIRST_RETRY * 2u32.saturating_pow(attempts.min(8))).min(MAX_RETRY);
+            ctx.run_later(wait, move |act, ctx| act.pump(&room, ctx));
+            return;
+        }
+        // Past the deadline the members' sockets close: their clients reconnect and
+        // recover with `since` once the database answers again.
+        log::error!("{room}: {error} for {since:?}; closing the room's sockets (1013)");
+        for waiting in stream.waiting.drain(..) {
+            let _ = waiting.send(Err(JoinError::Unavailable));
+        }
+        stream.failing = None;
+        let target = Target::Room(room.clone());
+        self.fan_out(&target, || SessionMsg::Unavailable);
+        let members: Vec<SessionId> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.members.iter().copied().collect())
+            .unwrap_or_default();
+        for id in members {
+            self.remove_session(id);
+        }
+    }
+
+    /// Anti-entropy: reads the heads of every versioned room with members in one
+    /// batched query, and fills the gaps it finds.
+    pub(super) fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.ticking {
+            return;
+        }
+        let streams: Vec<(RoomName, Stream)> = self
+            .rooms
+            .iter()
+            .filter_map(|(room, r)| {
+                let s = r.stream.as_ref()?;
+                s.sequencer.delivered()?;
+                Some((room.clone(), s.stream.clone()))
+            })
+            .collect();
+        if streams.is_empty() {
+            return;
+        }
+        self.ticking = true;
+        self.metrics.hub.anti_entropy_runs.inc();
+        let changelog = self.changelog.clone();
+        let keys = streams.iter().map(|(_, s)| s.clone()).collect();
+        ctx.spawn(
+            async move { changelog.heads(keys).await }
+                .into_actor(self)
+                .map(move |heads, act, ctx| {
+                    act.ticking = false;
+                    let heads = match heads {
+                        Ok(heads) => heads,
+                        Err(e) => return log::warn!("anti-entropy: {e}"),
+                    };
+                    for (room, stream) in streams {
+                        let Some(head) = heads.get(&stream) else {
+                            continue;
+                        };
+                        let Some(s) = act.rooms.get_mut(&room).and_then(|r| r.stream.as_mut())
+                        else {
+                            continue;
+                        };
+                        s.sequencer.note_head(*head);
+                        if s.sequencer.has_gap() {
+                            act.metrics.hub.anti_entropy_gaps.inc();
+                            act.pump(&room, ctx);
+                        }
+                    }
+                }),
+        );
+    }
+}
