@@ -12,6 +12,7 @@ use actix_web::{
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::availability::StoreError;
 
 /// An error answered to a REST caller.
 #[derive(Debug)]
@@ -159,6 +160,23 @@ pub enum ErrorCode {
     Unavailable,
     /// 500.
     Internal,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("no slot with id {id}")),
+            StoreError::Forbidden => {
+                ApiError::Forbidden("this token may not change this provider's slots".into())
+            }
+            StoreError::Overlap { existing } => ApiError::Conflict(format!(
+                "the slot overlaps slot {existing} of the same provider"
+            )),
+            StoreError::Invalid(why) => ApiError::Unprocessable(why),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Database(e) => ApiError::Internal(format!("database error: {e}")),
+        }
+    }
 }
 
 impl From<AuthError> for ApiError {

@@ -218,10 +218,12 @@ pub async fn update(
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner().0;
-    // A slot never changes provider, so authorizing on this read stays valid.
-    let current = store.get(id).await?;
-    may_manage(&caller, current.provider_id)?;
-    let slot = store.update(current.provider_id, id, body.0).await?;
+    let claims = caller.0;
+    let slot = store
+        .update(id, body.0, move |provider| {
+            claims.may_manage_provider(provider)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(slot))
 }
 
@@ -249,8 +251,9 @@ pub async fn delete(
     store: web::Data<AvailabilityStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner().0;
-    let current = store.get(id).await?;
-    may_manage(&caller, current.provider_id)?;
-    store.delete(current.provider_id, id).await?;
+    let claims = caller.0;
+    store
+        .delete(id, move |provider| claims.may_manage_provider(provider))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -20,7 +20,6 @@ use super::events::{availability_frame, Action};
 use super::model::{validate, NewSlot, Slot, SlotPatch, SlotRow};
 use crate::db::schema::{availability_changes, providers, slots};
 use crate::db::{read_transaction, AnyConnection, DbPool};
-use crate::error::ApiError;
 use crate::metrics::Origin;
 use crate::rooms::{Event, Hub, RoomName, Target};
 
@@ -29,6 +28,8 @@ use crate::rooms::{Event, Hub, RoomName, Target};
 pub enum StoreError {
     /// No slot with that id.
     NotFound(i64),
+    /// The caller may not change this provider's slots.
+    Forbidden,
     /// The slot would overlap another slot of the same provider.
     Overlap {
         /// The slot in the way.
@@ -54,20 +55,6 @@ impl From<DieselError> for StoreError {
                 StoreError::Unavailable("the database connection was lost; retry".into())
             }
             _ => StoreError::Database(e),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(id) => ApiError::NotFound(format!("no slot with id {id}")),
-            StoreError::Overlap { existing } => ApiError::Conflict(format!(
-                "the slot overlaps slot {existing} of the same provider"
-            )),
-            StoreError::Invalid(why) => ApiError::Unprocessable(why),
-            StoreError::Unavailable(why) => ApiError::Unavailable(why),
-            StoreError::Database(e) => ApiError::Internal(format!("database error: {e}")),
         }
     }
 }
@@ -172,6 +159,26 @@ fn load_row(conn: &mut AnyConnection, id: i64) -> Result<SlotRow, StoreError> {
         .ok_or(StoreError::NotFound(id))
 }
 
+/// Whose slots a change touches.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// A provider named by the route.
+    Provider(i64),
+    /// The provider of a slot; the change's own transaction loads the slot again and
+    /// authorizes on it (a slot never changes provider).
+    SlotOf(i64),
+}
+
+/// The provider of slot `id`.
+fn slot_provider(conn: &mut AnyConnection, id: i64) -> Result<i64, StoreError> {
+    slots::table
+        .find(id)
+        .select(slots::provider_id)
+        .first::<i64>(conn)
+        .optional()?
+        .ok_or(StoreError::NotFound(id))
+}
+
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
 }
@@ -255,7 +262,7 @@ impl AvailabilityStore {
         let ends_at = stored_time(new.ends_at, "endsAt")?;
         validate(starts_at.and_utc(), ends_at.and_utc(), new.note.as_deref())
             .map_err(StoreError::Invalid)?;
-        self.change(provider_id, Action::Created, move |conn| {
+        self.change(Owner::Provider(provider_id), Action::Created, move |conn| {
             if let Some(existing) = find_overlap(conn, provider_id, starts_at, ends_at, None)? {
                 return Err(StoreError::Overlap { existing });
             }
@@ -276,12 +283,13 @@ impl AvailabilityStore {
         .await
     }
 
-    /// Applies a patch to slot `id` of `provider_id` and announces it.
+    /// Applies a patch to slot `id` and announces it, if `may_change` allows the
+    /// slot's provider (checked inside the transaction, on the row it changes).
     pub async fn update(
         &self,
-        provider_id: i64,
         id: i64,
         patch: SlotPatch,
+        may_change: impl Fn(i64) -> bool + Send + 'static,
     ) -> Result<Slot, StoreError> {
         let new_start = patch
             .starts_at
@@ -291,8 +299,12 @@ impl AvailabilityStore {
             .ends_at
             .map(|t| stored_time(t, "endsAt"))
             .transpose()?;
-        self.change(provider_id, Action::Updated, move |conn| {
+        self.change(Owner::SlotOf(id), Action::Updated, move |conn| {
             let row = load_row(conn, id)?;
+            if !may_change(row.provider_id) {
+                return Err(StoreError::Forbidden);
+            }
+            let provider_id = row.provider_id;
             let starts_at = new_start.unwrap_or(row.starts_at);
             let ends_at = new_end.unwrap_or(row.ends_at);
             let note = patch.note.clone().unwrap_or(row.note);
@@ -319,10 +331,17 @@ impl AvailabilityStore {
         .await
     }
 
-    /// Deletes slot `id` of `provider_id` and announces it (with the slot as it was).
-    pub async fn delete(&self, provider_id: i64, id: i64) -> Result<Slot, StoreError> {
-        self.change(provider_id, Action::Deleted, move |conn| {
+    /// Deletes slot `id` and announces it, if `may_change` allows its provider (with the slot as it was).
+    pub async fn delete(
+        &self,
+        id: i64,
+        may_change: impl Fn(i64) -> bool + Send + 'static,
+    ) -> Result<Slot, StoreError> {
+        self.change(Owner::SlotOf(id), Action::Deleted, move |conn| {
             let row = load_row(conn, id)?;
+            if !may_change(row.provider_id) {
+                return Err(StoreError::Forbidden);
+            }
             diesel::delete(slots::table.find(id)).execute(conn)?;
             Ok(row)
         })
@@ -332,22 +351,22 @@ impl AvailabilityStore {
     /// One change: the transaction (version bump, the slot write `write`, the
     /// change-log row) under this node's provider lock, then, with no lock held, the
     /// event to the hub.
-    async fn change<F>(
-        &self,
-        provider_id: i64,
-        action: Action,
-        write: F,
-    ) -> Result<Slot, StoreError>
+    async fn change<F>(&self, owner: Owner, action: Action, write: F) -> Result<Slot, StoreError>
     where
         F: Fn(&mut AnyConnection) -> Result<SlotRow, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        let (slot, version, frame) = web::block(move || {
+        let (provider_id, (slot, version, frame)) = web::block(move || {
+            let mut conn = get_conn(&store.pool)?;
+            let provider_id = match owner {
+                Owner::Provider(id) => id,
+                Owner::SlotOf(id) => slot_provider(&mut conn, id)?,
+            };
             // Writers of one provider queue here rather than on the database's lock;
             // across nodes the version bump's row lock serializes them.
             let _guard = store.locks.lock(provider_id);
-            let mut conn = get_conn(&store.pool)?;
-            store.commit_retrying(&mut conn, provider_id, action, &write)
+            let committed = store.commit_retrying(&mut conn, provider_id, action, &write)?;
+            Ok::<_, StoreError>((provider_id, committed))
         })
         .await??;
         if self.pause_after_commit {
