@@ -1,5 +1,5 @@
 //! The emit routes: internal services send any event to a room or to everyone
-//! (the seed's `emitToRoom` / `emitToAll`).
+//! (`emitToRoom` / `emitToAll`), and who is in a room.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,7 @@ pub(crate) fn authorize_and_check(caller: &Caller, body: &EmitBody) -> Result<()
     path = "/api/rooms/{room}/events",
     tag = "events",
     description = "Sends `{\"event\", \"room\", \"data\"}` to every socket in the room, on every \
-                   node (the seed's `emitToRoom`). Admin or service.",
+                   node (`emitToRoom`). Admin or service.",
     params(("room" = String, Path, description = "The room", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
     request_body = EmitBody,
     responses(
@@ -114,7 +114,7 @@ pub async fn emit_to_room(
     post,
     path = "/api/broadcast",
     tag = "events",
-    description = "Sends `{\"event\", \"data\"}` to every socket of every node (the seed's \
+    description = "Sends `{\"event\", \"data\"}` to every socket of every node (\
                    `emitToAll`). Admin or service.",
     request_body = EmitBody,
     responses(

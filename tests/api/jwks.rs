@@ -97,22 +97,6 @@ async fn wait_for_status(app: &TestApp, token: &str, status: u16, within: Durati
     }
 }
 
-/// A counter of the hub's `/metrics` (0 when absent).
-async fn counter(app: &TestApp, name: &str) -> f64 {
-    let mut response = app
-        .http()
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
-    let body = response.body().await.unwrap();
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
-
 #[actix_web::test]
 async fn rs256_es256_and_eddsa_verify_by_kid_and_hs256_is_refused() {
     let server = JwksServer::start(&["rsa-1", "ec-1", "ed-1"]);
@@ -158,7 +142,7 @@ async fn a_key_added_verifies_on_first_use_and_unknown_kids_cannot_flood_the_ser
     // The first use of the new kid makes the hub read the set, and waits for it.
     assert_eq!(status_with(&app, &token("rsa-2")).await, 200);
     assert_eq!(server.requests(), 2);
-    assert_eq!(counter(&app, "eventide_jwks_refreshes_total").await, 1.0);
+    assert_eq!(app.series("eventide_jwks_refreshes_total").await, 1.0);
 
     // Made-up kids: one read per 10 s at most, however many tokens name them.
     for n in 0..30 {
@@ -192,9 +176,9 @@ async fn a_failing_server_leaves_the_last_good_set_and_readiness() {
     let app = spawn_with_jwks(&server.url, 1).await;
     for (status, body) in [(500, "oops"), (200, "not json"), (200, r#"{"keys": []}"#)] {
         server.answer(status, body);
-        let failures = counter(&app, "eventide_jwks_refresh_failures_total").await;
+        let failures = app.series("eventide_jwks_refresh_failures_total").await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while counter(&app, "eventide_jwks_refresh_failures_total").await < failures + 1.0 {
+        while app.series("eventide_jwks_refresh_failures_total").await < failures + 1.0 {
             assert!(
                 Instant::now() < deadline,
                 "no failed read counted for {status} {body}"
@@ -229,9 +213,9 @@ async fn a_set_is_read_from_a_file() {
 
     // The file gone: the last good set stays.
     std::fs::remove_file(&path).unwrap();
-    let failures = counter(&app, "eventide_jwks_refresh_failures_total").await;
+    let failures = app.series("eventide_jwks_refresh_failures_total").await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while counter(&app, "eventide_jwks_refresh_failures_total").await <= failures {
+    while app.series("eventide_jwks_refresh_failures_total").await <= failures {
         assert!(Instant::now() < deadline, "no failed read counted");
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }

@@ -9,30 +9,13 @@ use futures_util::future::join_all;
 use crate::helpers::*;
 use crate::lifecycle::HubProcess;
 
-/// The value of an unlabelled series in the hub's `/metrics` (0 when absent).
-async fn series(app: &TestApp, name: &str) -> f64 {
-    let mut response = app
-        .http()
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let body = response.body().limit(1 << 20).await.unwrap();
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
-
 #[actix_web::test]
 async fn a_readyz_flood_shares_a_few_probes_and_rest_and_joins_keep_working() {
     const TASKS: usize = 50;
     const PER_TASK: usize = 40;
     let app = TestApp::builder().spawn().await;
     app.create_slot(4, 0).await;
-    let before = series(&app, "eventide_readiness_probes_total").await;
+    let before = app.series("eventide_readiness_probes_total").await;
 
     let started = Instant::now();
     let flood = join_all((0..TASKS).map(|_| async {
@@ -69,7 +52,7 @@ async fn a_readyz_flood_shares_a_few_probes_and_rest_and_joins_keep_working() {
     assert!(statuses.iter().all(|s| *s == 200), "{:?}", &statuses[..20]);
     // One probe at a time, each answering for about a second: a handful of probes
     // served thousands of calls.
-    let probes = series(&app, "eventide_readiness_probes_total").await - before;
+    let probes = app.series("eventide_readiness_probes_total").await - before;
     assert!(probes >= 1.0);
     assert!(
         probes <= elapsed.as_secs_f64().ceil() + 2.0,
@@ -81,16 +64,16 @@ async fn a_readyz_flood_shares_a_few_probes_and_rest_and_joins_keep_working() {
 #[actix_web::test]
 async fn readiness_is_cached_for_about_a_second_only() {
     let app = TestApp::builder().spawn().await;
-    let before = series(&app, "eventide_readiness_probes_total").await;
+    let before = app.series("eventide_readiness_probes_total").await;
     for _ in 0..5 {
         assert_eq!(app.call("GET", "/readyz", None, None).await.0, 200);
     }
-    let burst = series(&app, "eventide_readiness_probes_total").await - before;
+    let burst = app.series("eventide_readiness_probes_total").await - before;
     assert!(burst <= 2.0, "{burst} probes for 5 calls in a row");
     // Past the cache, a call probes again.
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(app.call("GET", "/readyz", None, None).await.0, 200);
-    let after = series(&app, "eventide_readiness_probes_total").await - before;
+    let after = app.series("eventide_readiness_probes_total").await - before;
     assert_eq!(after, burst + 1.0);
 }
 
@@ -114,7 +97,7 @@ async fn metrics_need_an_admin_token_from_loopback_when_the_exemption_is_off() {
 
     // The default keeps loopback open.
     let open = TestApp::builder().spawn().await;
-    assert_eq!(series(&open, "eventide_ws_connections").await, 0.0);
+    assert_eq!(open.series("eventide_ws_connections").await, 0.0);
 }
 
 #[actix_web::test]

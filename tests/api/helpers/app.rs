@@ -201,6 +201,23 @@ impl TestApp {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
+    /// The value of an unlabelled series in this hub's `/metrics` (0 when absent).
+    pub async fn series(&self, name: &str) -> f64 {
+        let mut response = self
+            .http()
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body = response.body().limit(1 << 20).await.unwrap();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
     /// Opens a socket with a bearer token.
     pub async fn ws(&self, token: &str) -> WsClient {
         WsClient::connect(&self.ws_url(), token).await
