@@ -145,3 +145,50 @@ crate::on_both_backends!(
     twenty_subscribers_get_two_hundred_concurrent_changes_in_order,
     joining_during_a_stream_of_changes_loses_and_repeats_nothing,
 );
+
+/// Runs SQL on the hub's own database, as an operator's tool would.
+async fn run_sql(app: &TestApp, sql: &'static str) {
+    use diesel::connection::SimpleConnection;
+    let pool = app.pool.clone();
+    actix_web::web::block(move || pool.get().unwrap().batch_execute(sql).unwrap())
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn a_room_whose_history_stays_unreadable_closes_its_sockets_with_1013() {
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.delivery.anti_entropy_ms = 100;
+            s.delivery.recovery_deadline_secs = 1;
+        })
+        .spawn()
+        .await;
+    let mut socket = app.ws(&provider(61)).await;
+    socket.join("provider-61", None).await;
+    app.create_slot(61, 0).await;
+    assert_eq!(socket.recv().await["data"]["version"], 1);
+    // A version the hub never announced, whose change log cannot be read: the
+    // anti-entropy check finds the gap, every read fails, and past the deadline the
+    // socket is closed so that its client reconnects and recovers with `since`.
+    run_sql(
+        &app,
+        "ALTER TABLE availability_changes RENAME TO availability_changes_away;
+         UPDATE providers SET version = version + 1 WHERE id = 61;",
+    )
+    .await;
+    assert_eq!(
+        socket.ending(Duration::from_secs(10)).await,
+        Ending::Close(1013)
+    );
+    run_sql(
+        &app,
+        "ALTER TABLE availability_changes_away RENAME TO availability_changes;",
+    )
+    .await;
+    // Once the log is readable again a rejoin works; version 2 was made without a
+    // change-log row, so the client is told to re-fetch rather than given a gap.
+    let mut again = app.ws(&provider(61)).await;
+    let joined = again.join("provider-61", Some(1)).await;
+    assert_eq!(joined["data"]["recovered"], false, "{joined}");
+}
