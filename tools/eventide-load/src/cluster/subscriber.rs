@@ -235,3 +235,84 @@ async fn pause_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
         _ = sleep(d) => *stop.borrow(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use clap::Parser;
+    use tokio::sync::Semaphore;
+
+    use super::super::super::target::{Auth, Target};
+    use super::super::{ClusterArgs, Shared};
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ClusterArgs,
+    }
+
+    fn ctx() -> Ctx {
+        let argv = [
+            "t",
+            "--hub",
+            "ws://127.0.0.1:1/ws",
+            "--secret",
+            "s",
+            "--changes",
+            "20",
+        ];
+        let args = Wrap::parse_from(argv).args;
+        Ctx {
+            nodes: vec![Target::parse("ws://127.0.0.1:1/ws").unwrap()],
+            auth: Auth::None,
+            handshakes: Semaphore::new(1),
+            shared: RefCell::new(Shared {
+                tracks: vec![vec![None]; 2],
+                down: vec![Vec::new(); 2],
+                version_of: vec![0; 20],
+                acked_us: vec![0; 20],
+                ..Shared::default()
+            }),
+            args,
+        }
+    }
+
+    fn update(room: u64, version: u64, n: u64) -> String {
+        format!(
+            r#"{{"event":"availabilityUpdated","room":"provider-{room}","data":{{"action":"created","version":{version},"slot":{{"id":1,"providerId":{room},"note":"eventide-load t=1 n={n}"}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn frames_build_the_track_live_and_replayed() {
+        let ctx = ctx();
+        let rooms = [1usize];
+        let mut replay_to = [0u64];
+        let joined = r#"{"event":"joinedRoom","data":{"room":"provider-2","version":4}}"#;
+        handle(&ctx, 1, &rooms, &mut replay_to, joined).unwrap();
+        handle(&ctx, 1, &rooms, &mut replay_to, &update(2, 5, 1)).unwrap();
+        // Another room's frame and a stranger are ignored.
+        handle(&ctx, 1, &rooms, &mut replay_to, &update(3, 9, 2)).unwrap();
+        handle(&ctx, 1, &rooms, &mut replay_to, "not json").unwrap();
+        // A rejoin with since: versions up to the joinedRoom's are replays.
+        let rejoined =
+            r#"{"event":"joinedRoom","data":{"room":"provider-2","version":7,"recovered":true}}"#;
+        handle(&ctx, 1, &rooms, &mut replay_to, rejoined).unwrap();
+        for (v, n) in [(6, 11), (7, 21), (8, 31)] {
+            handle(&ctx, 1, &rooms, &mut replay_to, &update(2, v, n)).unwrap();
+        }
+        handle(&ctx, 1, &rooms, &mut replay_to, &update(2, 8, 31)).unwrap();
+        let s = ctx.shared.borrow();
+        let t = s.tracks[1][0].as_ref().unwrap();
+        assert_eq!((t.base, t.contiguous), (4, 8));
+        assert_eq!(t.arrivals, [5, 6, 7, 8, 8]);
+        assert_eq!((s.live.count(), s.replay.count()), (2, 2));
+        assert_eq!((s.version_of[1], s.version_of[11]), (5, 6));
+        assert_eq!(s.joined, 1);
+        drop(s);
+        let refused = r#"{"event":"error","data":{"code":"unavailable"}}"#;
+        assert!(handle(&ctx, 1, &rooms, &mut replay_to, refused).is_err());
+    }
+}
