@@ -179,6 +179,33 @@ pub fn convergence(end: u64, targets: &[u64], holders: &[Holder<'_>]) -> Converg
     out
 }
 
+/// The slowest first arrival, on a socket that stayed open, of the versions whose
+/// change was due in `[from, to]` (µs): how long the changes made during and just
+/// after a fault took. `due(room, version)` is a version's due time, if known.
+/// Answers `(slowest µs, arrivals counted)`.
+pub fn slowest_arrival(
+    holders: &[Holder<'_>],
+    due: impl Fn(usize, u64) -> Option<u64>,
+    from: u64,
+    to: u64,
+) -> (u64, u64) {
+    let (mut slowest, mut counted) = (0, 0);
+    for h in holders {
+        for (i, &seen) in h.track.first_seen.iter().enumerate() {
+            let v = h.track.base + 1 + i as u64;
+            let Some(d) = due(h.room, v).filter(|d| (from..=to).contains(d)) else {
+                continue;
+            };
+            if seen == 0 || h.down.iter().any(|&(c, b)| c <= seen && (b == 0 || b >= d)) {
+                continue;
+            }
+            slowest = slowest.max(seen.saturating_sub(d));
+            counted += 1;
+        }
+    }
+    (slowest, counted)
+}
+
 /// A reproducible number in `[0, 1)` for `seed` (splitmix64), for the drop schedule.
 pub fn unit(seed: u64) -> f64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -286,6 +313,34 @@ mod tests {
             down: &early,
         }];
         assert_eq!(convergence(1_100, &[2], &h).connected_us, 2_900);
+    }
+
+    #[test]
+    fn slowest_arrival_skips_reconnected_sockets_and_other_times() {
+        let mut open = RoomTrack::new(0);
+        open.record(1, 1_500);
+        open.record(2, 5_000);
+        open.record(3, 9_000);
+        let mut dropped = RoomTrack::new(0);
+        dropped.record(2, 20_000);
+        let down = [(3_000, 19_000)];
+        let holders = [
+            Holder {
+                track: &open,
+                room: 0,
+                down: &[],
+            },
+            Holder {
+                track: &dropped,
+                room: 0,
+                down: &down,
+            },
+        ];
+        // Version v was due at v * 1000.
+        let due = |_: usize, v: u64| Some(v * 1_000);
+        assert_eq!(slowest_arrival(&holders, due, 1_000, 2_000), (3_000, 2));
+        assert_eq!(slowest_arrival(&holders, due, 0, 10_000), (6_000, 3));
+        assert_eq!(slowest_arrival(&holders, |_, _| None, 0, 10_000), (0, 0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::super::report::Report;
-use super::super::sequence::{check, convergence, Holder};
+use super::super::sequence::{check, convergence, slowest_arrival, Holder};
 use super::{secs, Ctx, Measured};
 
 /// Builds the report of a finished run.
@@ -60,8 +60,25 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
     }
     let never_joined = s.tracks.iter().flatten().filter(|t| t.is_none()).count();
     let mut fault_rows = Vec::new();
-    let (mut worst_all, mut worst_connected, mut never_converged) = (0u64, 0u64, 0u64);
+    let (mut worst_all, mut worst_connected, mut never_converged, mut worst_near) =
+        (0u64, 0u64, 0u64, 0u64);
+    // Which change made each version, to find when it was due.
+    let mut change_of: Vec<Vec<Option<usize>>> = vec![Vec::new(); a.providers];
+    for (n, &v) in s.version_of.iter().enumerate().filter(|(_, &v)| v != 0) {
+        let per_room = &mut change_of[n % a.providers];
+        if per_room.len() <= v as usize {
+            per_room.resize(v as usize + 1, None);
+        }
+        per_room[v as usize] = Some(n);
+    }
+    let due = |room: usize, v: u64| {
+        let n = change_of[room].get(v as usize).copied().flatten()?;
+        Some(start_us + (n as f64 / a.rate * 1e6) as u64)
+    };
     for f in &faults {
+        // The changes made from the fault's start until one anti-entropy interval
+        // (and a margin) after its end: the ones a fault can hold up.
+        let (slowest, counted) = slowest_arrival(&holders, due, f.start_us, f.end_us + 3_000_000);
         let targets: Vec<u64> = (0..a.providers)
             .map(|r| {
                 let acked = (r..a.changes)
@@ -75,7 +92,8 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
         worst_all = worst_all.max(c.all_us);
         worst_connected = worst_connected.max(c.connected_us);
         never_converged += c.never;
-        fault_rows.push(json!({"at_s": secs(f.start_us, start_us), "end_s": secs(f.end_us, start_us), "redis_reply": f.reply, "versions_due": targets.iter().zip(&base).map(|(t, b)| t.saturating_sub(*b)).sum::<u64>(), "converged_all_ms": c.all_us / 1000, "converged_open_sockets_ms": c.connected_us / 1000, "holders_reconnected_meanwhile": c.reconnected, "holders_never_converged": c.never}));
+        fault_rows.push(json!({"at_s": secs(f.start_us, start_us), "end_s": secs(f.end_us, start_us), "redis_reply": f.reply, "versions_due": targets.iter().zip(&base).map(|(t, b)| t.saturating_sub(*b)).sum::<u64>(), "converged_all_ms": c.all_us / 1000, "converged_open_sockets_ms": c.connected_us / 1000, "holders_reconnected_meanwhile": c.reconnected, "holders_never_converged": c.never, "slowest_change_near_fault_ms": slowest / 1000, "changes_near_fault_arrivals": counted}));
+        worst_near = worst_near.max(slowest);
     }
 
     let passed = totals[2] + totals[3] + totals[4] + totals[5] == 0
@@ -135,6 +153,7 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
             "fault_convergence_open_sockets_max_ms",
             worst_connected / 1000,
         )
+        .add("slowest_change_near_fault_ms", worst_near / 1000)
         .add("findings", findings)
         .add_f("hub_cpu_pct", hub_cpu as f64 / window / 1e4, 1)
         .add_f("tool_cpu_pct", tool_cpu as f64 / window / 1e4, 1);
