@@ -75,6 +75,10 @@ pub struct ClusterArgs {
     /// Changes in all (at most 100,000); change n goes to room n % P.
     #[arg(long, default_value_t = 1500)]
     changes: usize,
+    /// Make every change through this node (0-based) instead of alternating: the
+    /// other nodes then learn of changes only through Redis or their own checks.
+    #[arg(long)]
+    write_node: Option<usize>,
     /// Changes per second in all.
     #[arg(long, default_value_t = 25.0)]
     rate: f64,
@@ -157,6 +161,9 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
         .collect::<Result<Vec<_>, _>>()?;
     if args.rate <= 0.0 || args.providers == 0 || args.rooms_each == 0 {
         return Err("--rate, --providers and --rooms-each must be positive".into());
+    }
+    if args.write_node.is_some_and(|n| n >= nodes.len()) {
+        return Err("--write-node must name one of the --hub nodes (0-based)".into());
     }
     let redis_addr = match (args.fault, &args.redis) {
         (Fault::None, _) => None,

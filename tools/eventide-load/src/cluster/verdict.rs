@@ -114,6 +114,11 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
         .add("rest_errors", rest_errors)
         .add("first_rest_error", first_rest_error.unwrap_or_default())
         .add_f("rate_per_sec", a.rate, 1)
+        .add(
+            "writes_through",
+            a.write_node
+                .map_or_else(|| "alternate".to_owned(), |n| format!("node {n}")),
+        )
         .add_f("write_secs", (written_us - start_us) as f64 / 1e6, 3)
         .add("drop_every_secs", a.drop_every_secs)
         .add("drop_jitter", a.drop_jitter)

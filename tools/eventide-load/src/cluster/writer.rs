@@ -43,7 +43,7 @@ pub(super) async fn write_room(
         lag.record(sent.saturating_sub(due_us));
         let slot_start = epoch + n as i64;
         let body = json!({"startsAt": rfc3339(slot_start), "endsAt": rfc3339(slot_start + 1), "note": note(due_us, n)}).to_string();
-        let node = (room + k) % clients.len();
+        let node = a.write_node.unwrap_or((room + k) % clients.len());
         let result = clients[node].post_json(&path, &body).await;
         let done = now_micros();
         match result {
