@@ -165,6 +165,9 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     if args.write_node.is_some_and(|n| n >= nodes.len()) {
         return Err("--write-node must name one of the --hub nodes (0-based)".into());
     }
+    if args.fault != Fault::None && !(args.fault_every_secs >= 1.0 && args.fault_for_ms <= 60_000) {
+        return Err("faults need --fault-every-secs ≥ 1 and --fault-for-ms ≤ 60000".into());
+    }
     let redis_addr = match (args.fault, &args.redis) {
         (Fault::None, _) => None,
         (_, Some(url)) => Some(redis::parse_url(url)?),
@@ -210,7 +213,6 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     while ctx.shared.borrow().joined < n_subs * each {
         if Instant::now() >= join_deadline {
             let _ = stop_tx.send(true);
-
             let s = ctx.shared.borrow();
             return Err(format!(
                 "only {} of {} rooms joined in 60 s: {:?}",
@@ -225,6 +227,8 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     sleep(Duration::from_millis(500)).await;
 
     let token = ctx.auth.publisher()?;
+    // Slots after 2100, one second apart and in a window that moves with the clock, so
+    // that they overlap neither each other nor the slots of an earlier run.
     let epoch = 4_102_444_800 + (chrono::Utc::now().timestamp() % 2_400_000) * 100_000;
     let cpu = |pids: &[u32]| pids.iter().filter_map(|&p| sys::cpu_micros(p)).sum::<u64>();
     let (hub_cpu0, tool_cpu0, machine0) = (
