@@ -6,6 +6,10 @@
 #
 #   tools/eventide-load/scripts/cluster-bench.sh NAME [cluster options…]
 #
+# NODE1_REDIS_PREFIX gives the second node another channel prefix, so that it never
+# hears the first: a control run that must show loss (with every write through node 0
+# and EVENTIDE_ANTI_ENTROPY_MS far beyond the run).
+#
 # Output (hub logs, Redis log, the tool's report, the hubs' delivery metrics) goes to
 # ${OUT:-/tmp/eventide-cluster-bench}/NAME/.
 set -euo pipefail
@@ -37,8 +41,10 @@ for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep
 
 hub_args=()
 for n in 0 1; do
+  prefix="bench-$name:"
+  [ "$n" = 1 ] && prefix=${NODE1_REDIS_PREFIX:-$prefix}
   EVENTIDE_ADDR=127.0.0.1:0 DATABASE_URL="${pg_admin%/*}/$db" EVENTIDE_JWT_SECRET="$secret" \
-    EVENTIDE_REDIS_URL="redis://127.0.0.1:$port" EVENTIDE_REDIS_PREFIX="bench-$name:" \
+    EVENTIDE_REDIS_URL="redis://127.0.0.1:$port" EVENTIDE_REDIS_PREFIX="$prefix" \
     EVENTIDE_MAX_CONNECTIONS_PER_SUB=100000 EVENTIDE_METRICS_LOOPBACK_OPEN=true \
     RUST_LOG=warn,eventide_hub::startup=info \
     taskset -c 0 "$bin/eventide-hub" >"$out/hub$n.log" 2>&1 &
