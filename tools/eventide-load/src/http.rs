@@ -52,6 +52,22 @@ impl HttpClient {
         }
         request.push_str("\r\n");
         request.push_str(body);
+        self.send(request).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&mut self, path: &str) -> Result<Response, String> {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if let Some(token) = &self.token {
+            request.push_str("Authorization: Bearer ");
+            request.push_str(token);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        self.send(request).await
+    }
+
+    async fn send(&mut self, request: String) -> Result<Response, String> {
         // A connection the server closed while idle fails on first use: retry once on
         // a fresh one (the request was not processed then).
         let reused = self.stream.is_some();

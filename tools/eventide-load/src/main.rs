@@ -10,11 +10,14 @@
 //! Run the tool on another CPU than the server (`taskset -c 1`), on one thread: it is
 //! a single-threaded tokio runtime.
 
+mod cluster;
 mod connect;
 mod fanout;
 mod http;
+mod redis;
 mod reference;
 mod report;
+mod sequence;
 mod slow;
 mod stats;
 mod sys;
@@ -47,6 +50,10 @@ enum Command {
     /// Clients that join a room and never read while events are emitted; report the
     /// server's RSS.
     Slow(slow::SlowArgs),
+    /// Subscribers spread over several hub nodes, changes made through all of them,
+    /// client drops and Redis faults on a schedule; report loss, duplicates, order,
+    /// latency and the convergence after each fault.
+    Cluster(cluster::ClusterArgs),
     /// The minimal tokio-tungstenite fan-out server the hub is compared with.
     #[command(hide = true)]
     ReferenceServer(reference::ReferenceArgs),
@@ -116,6 +123,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => bounded(args.common.timeout, connect::run(args)).await,
             Command::Fanout(args) => bounded(args.common.timeout, fanout::run(args)).await,
             Command::Slow(args) => bounded(args.common.timeout, slow::run(args)).await,
+            Command::Cluster(args) => bounded(args.timeout, cluster::run(args)).await,
             Command::ReferenceServer(args) => reference::run(args).await.map(|()| None),
         }
     });
@@ -171,7 +179,7 @@ mod tests {
                 Command::Fanout(args) => fanout::run(args).await,
                 Command::Connect(args) => connect::run(args).await,
                 Command::Slow(args) => slow::run(args).await,
-                Command::ReferenceServer(_) => unreachable!(),
+                Command::Cluster(_) | Command::ReferenceServer(_) => unreachable!(),
             }
             .unwrap()
         })

@@ -75,7 +75,6 @@ impl Histogram {
     }
 
     /// Adds every value of `other`.
-    #[cfg(test)]
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;

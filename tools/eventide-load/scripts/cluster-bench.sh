@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One `eventide-load cluster` run against two hub nodes sharing a fresh PostgreSQL
+# database and a private, throw-away Redis (never the machine's shared one, since the
+# run pauses and kills its clients). Hubs on CPU 0, the tool on CPU 1. Everything the
+# script starts is stopped, and the database dropped, when it exits.
+#
+#   tools/eventide-load/scripts/cluster-bench.sh NAME [cluster options…]
+#
+# NODE1_REDIS_PREFIX gives the second node another channel prefix, so that it never
+# hears the first: a control run that must show loss (with every write through node 0
+# and EVENTIDE_ANTI_ENTROPY_MS far beyond the run).
+#
+# Output (hub logs, Redis log, the tool's report, the hubs' delivery metrics) goes to
+# ${OUT:-/tmp/eventide-cluster-bench}/NAME/.
+set -euo pipefail
+
+name=${1:?usage: cluster-bench.sh NAME [cluster options…]}
+shift
+root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+bin=$root/target/release
+out=${OUT:-/tmp/eventide-cluster-bench}/$name
+mkdir -p "$out"
+rm -f "$out"/*
+secret=${EVENTIDE_JWT_SECRET:-bench-secret-0123456789abcdef}
+pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+db=eventide_bench_${name//[^a-z0-9]/_}_$(date +%s)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+psql "$pg_admin" -qc "CREATE DATABASE $db"
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+hub_args=()
+for n in 0 1; do
+  prefix="bench-$name:"
+  [ "$n" = 1 ] && prefix=${NODE1_REDIS_PREFIX:-$prefix}
+  EVENTIDE_ADDR=127.0.0.1:0 DATABASE_URL="${pg_admin%/*}/$db" EVENTIDE_JWT_SECRET="$secret" \
+    EVENTIDE_REDIS_URL="redis://127.0.0.1:$port" EVENTIDE_REDIS_PREFIX="$prefix" \
+    EVENTIDE_MAX_CONNECTIONS_PER_SUB=100000 EVENTIDE_METRICS_LOOPBACK_OPEN=true \
+    RUST_LOG=warn,eventide_hub::startup=info \
+    taskset -c 0 "$bin/eventide-hub" >"$out/hub$n.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  addr=
+  # One at a time: the first node migrates the fresh database.
+  for _ in $(seq 300); do
+    addr=$(grep -o 'listening on http://[0-9.:]*' "$out/hub$n.log" | head -1 | sed 's|.*http://||') || true
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$out/hub$n.log"; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { echo "hub $n did not start" >&2; exit 1; }
+  echo "hub $n: pid $pid on $addr" | tee -a "$out/setup.txt"
+  hub_args+=(--hub "ws://$addr/ws" --hub-pid "$pid")
+  eval "addr$n=$addr"
+done
+{
+  echo "redis: port $port ($(redis-server --version | cut -d' ' -f3))"
+  echo "database: $db"
+  echo "commit: $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- src || echo ' (src modified)')"
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee -a "$out/setup.txt"
+
+EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$bin/eventide-load" cluster "${hub_args[@]}" \
+  --redis "redis://127.0.0.1:$port" "$@" 2>&1 | tee "$out/report.txt"
+
+for n in 0 1; do
+  eval "addr=\$addr$n"
+  curl -s "http://$addr/metrics" |
+    grep -E '^eventide_(gap|anti_entropy|history_lost|relay)_' >"$out/metrics-hub$n.txt" || true
+done
+grep -E 'redis|Redis|WARN|ERROR' "$out"/hub*.log | head -40 >"$out/hub-warnings.txt" || true

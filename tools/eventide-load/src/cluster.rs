@@ -1,0 +1,370 @@
+//! `cluster`: delivery across hub nodes while Redis misbehaves. N subscribers spread
+//! round-robin over two or more nodes join `provider-{p}` rooms; M changes are made
+//! through REST at a fixed rate, each room's changes alternating between the nodes;
+//! optionally every subscriber drops its socket on a jittered schedule and rejoins the
+//! same node with `since` = the last version it saw; and the tool itself causes Redis
+//! faults on a schedule (`CLIENT KILL TYPE pubsub`, or `CLIENT PAUSE <ms> WRITE`).
+//!
+//! At the end each subscriber's arrivals per room (live plus replayed) must be exactly
+//! the room's versions `base+1..=last`, once, in order (`sequence::check`); the report
+//! gives REST write and delivery latency, and for each fault the time from its end
+//! until every subscriber held every version acknowledged before that end.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{sleep, Instant};
+
+use super::redis;
+use super::report::Report;
+use super::sequence::RoomTrack;
+use super::stats::Histogram;
+use super::sys::{self, now_micros};
+use super::target::{Auth, Target};
+
+mod subscriber;
+mod verdict;
+mod writer;
+
+use subscriber::subscriber;
+use writer::{inject, room_versions, write_room};
+
+/// The Redis fault the tool causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// No fault.
+    None,
+    /// `CLIENT KILL TYPE pubsub`: every node loses its subscription connection.
+    KillPubsub,
+    /// `CLIENT PAUSE <--fault-for-ms> WRITE`: Redis refuses writes (PUBLISH) meanwhile.
+    PauseWrites,
+}
+
+/// Arguments of `cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// A hub node's WebSocket URL (loopback only), once per node; REST goes to the same host.
+    #[arg(long = "hub", required = true)]
+    hubs: Vec<String>,
+    /// The nodes' process ids, to report their CPU time.
+    #[arg(long = "hub-pid")]
+    hub_pids: Vec<u32>,
+    /// The hubs' HS256 secret (subscribers get `client` tokens, the writer `service`).
+    #[arg(long, env = "EVENTIDE_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Sockets per minted token subject.
+    #[arg(long, default_value_t = 100)]
+    per_sub: usize,
+    /// Sockets per source address (127.0.0.2, …).
+    #[arg(long, default_value_t = 5000)]
+    per_source: usize,
+    /// Subscriber sockets (at most 20,000), subscriber i on node i % nodes.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Rooms provider-{first}…; subscriber i joins provider (i + j) % P for j < --rooms-each.
+    #[arg(long, default_value_t = 10)]
+    providers: usize,
+    /// Rooms each subscriber joins.
+    #[arg(long, default_value_t = 1)]
+    rooms_each: usize,
+    /// The first provider id.
+    #[arg(long, default_value_t = 1)]
+    first_provider: u64,
+    /// Changes in all (at most 100,000); change n goes to room n % P.
+    #[arg(long, default_value_t = 1500)]
+    changes: usize,
+    /// Make every change through this node (0-based) instead of alternating: the
+    /// other nodes then learn of changes only through Redis or their own checks.
+    #[arg(long)]
+    write_node: Option<usize>,
+    /// Changes per second in all.
+    #[arg(long, default_value_t = 25.0)]
+    rate: f64,
+    /// Each subscriber closes its socket about this often (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    drop_every_secs: f64,
+    /// ± this fraction of --drop-every-secs, drawn per drop.
+    #[arg(long, default_value_t = 0.5)]
+    drop_jitter: f64,
+    /// Seconds a dropped subscriber stays away before rejoining with `since`.
+    #[arg(long, default_value_t = 2.0)]
+    drop_for_secs: f64,
+    /// The Redis the hubs share (loopback only), where faults are caused.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The fault.
+    #[arg(long, value_enum, default_value_t = Fault::None)]
+    fault: Fault,
+    /// Seconds between faults (the first one this long after the first change).
+    #[arg(long, default_value_t = 10.0)]
+    fault_every_secs: f64,
+    /// How long a `pause-writes` fault lasts.
+    #[arg(long, default_value_t = 3000)]
+    fault_for_ms: u64,
+    /// Seconds to wait after the last change for every subscriber to hold every version.
+    #[arg(long, default_value_t = 15)]
+    settle_secs: u64,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Hard cap on the whole run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// Everything the tasks share (single-threaded runtime).
+#[derive(Default)]
+struct Shared {
+    /// Per subscriber: its rooms' tracks (None until the first `joinedRoom`).
+    tracks: Vec<Vec<Option<RoomTrack>>>,
+    /// Per subscriber: when its socket was down, `(closed, reopened)`.
+    down: Vec<Vec<(u64, u64)>>,
+    /// Per change: its version (0 until some subscriber saw it) and its REST ack time.
+    version_of: Vec<u64>,
+    acked_us: Vec<u64>,
+    joined: usize,
+    live: Histogram,
+    replay: Histogram,
+    reconnects: u64,
+    connect_failures: u64,
+    not_recovered: u64,
+    join_errors: u64,
+    first_error: Option<String>,
+    why_down: std::collections::BTreeMap<String, u64>,
+}
+
+struct Ctx {
+    nodes: Vec<Target>,
+    auth: Auth,
+    args: ClusterArgs,
+    shared: RefCell<Shared>,
+    handshakes: Semaphore,
+}
+
+impl Ctx {
+    fn rooms_of(&self, i: usize) -> Vec<usize> {
+        let p = self.args.providers;
+        (0..self.args.rooms_each.min(p))
+            .map(|j| (i + j) % p)
+            .collect()
+    }
+}
+
+/// Runs `cluster`.
+pub async fn run(args: ClusterArgs) -> Result<Report, String> {
+    let nodes = args
+        .hubs
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.rate <= 0.0 || args.providers == 0 || args.rooms_each == 0 {
+        return Err("--rate, --providers and --rooms-each must be positive".into());
+    }
+    if args.write_node.is_some_and(|n| n >= nodes.len()) {
+        return Err("--write-node must name one of the --hub nodes (0-based)".into());
+    }
+    if args.fault != Fault::None && !(args.fault_every_secs >= 1.0 && args.fault_for_ms <= 60_000) {
+        return Err("faults need --fault-every-secs ≥ 1 and --fault-for-ms ≤ 60000".into());
+    }
+    let redis_addr = match (args.fault, &args.redis) {
+        (Fault::None, _) => None,
+        (_, Some(url)) => Some(redis::parse_url(url)?),
+        (_, None) => return Err("--fault needs --redis".into()),
+    };
+    if let Some(addr) = redis_addr {
+        redis::command(addr, &["PING"]).await?;
+    }
+    let mut args = args;
+    args.subscribers = args.subscribers.clamp(1, 20_000);
+    args.changes = args.changes.clamp(1, 100_000);
+    let (soft, _) = sys::raise_nofile_limit().map_err(|e| format!("setrlimit: {e}"))?;
+    if args.subscribers as u64 + 64 > soft {
+        return Err(format!(
+            "{} subscribers need more file descriptors than RLIMIT_NOFILE allows ({soft})",
+            args.subscribers
+        ));
+    }
+    let auth = Auth::from_args(None, Some(args.secret.clone()), args.per_sub);
+    let (n_subs, each) = (args.subscribers, args.rooms_each.min(args.providers));
+    let shared = Shared {
+        tracks: vec![vec![None; each]; n_subs],
+        down: vec![Vec::new(); n_subs],
+        version_of: vec![0; args.changes],
+        acked_us: vec![0; args.changes],
+        ..Shared::default()
+    };
+    let ctx = Rc::new(Ctx {
+        nodes,
+        auth,
+        handshakes: Semaphore::new(args.concurrency.max(1)),
+        args,
+        shared: RefCell::new(shared),
+    });
+    let a = &ctx.args;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let joining = std::time::Instant::now();
+    let subs: Vec<_> = (0..n_subs)
+        .map(|i| tokio::task::spawn_local(subscriber(i, ctx.clone(), stop_rx.clone())))
+        .collect();
+    let join_deadline = Instant::now() + Duration::from_secs(60);
+    while ctx.shared.borrow().joined < n_subs * each {
+        if Instant::now() >= join_deadline {
+            let _ = stop_tx.send(true);
+            let s = ctx.shared.borrow();
+            return Err(format!(
+                "only {} of {} rooms joined in 60 s: {:?}",
+                s.joined,
+                n_subs * each,
+                s.first_error
+            ));
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let subscribe_secs = joining.elapsed().as_secs_f64();
+    sleep(Duration::from_millis(500)).await;
+
+    let token = ctx.auth.publisher()?;
+    // Slots after 2100, one second apart and in a window that moves with the clock, so
+    // that they overlap neither each other nor the slots of an earlier run.
+    let epoch = 4_102_444_800 + (chrono::Utc::now().timestamp() % 2_400_000) * 100_000;
+    let cpu = |pids: &[u32]| pids.iter().filter_map(|&p| sys::cpu_micros(p)).sum::<u64>();
+    let (hub_cpu0, tool_cpu0, machine0) = (
+        cpu(&a.hub_pids),
+        sys::self_cpu_micros(),
+        sys::machine_busy_micros(),
+    );
+    let (start, start_us) = (Instant::now(), now_micros());
+    let writers: Vec<_> = (0..a.providers.min(a.changes))
+        .map(|r| {
+            tokio::task::spawn_local(write_room(
+                r,
+                ctx.clone(),
+                token.clone(),
+                start,
+                start_us,
+                epoch,
+            ))
+        })
+        .collect();
+    let until = start + Duration::from_secs_f64(a.changes as f64 / a.rate);
+    let faults = redis_addr.map(|addr| {
+        tokio::task::spawn_local(inject(
+            a.fault,
+            addr,
+            a.fault_every_secs,
+            a.fault_for_ms,
+            start,
+            until,
+        ))
+    });
+    let (mut rest, mut lag, mut rest_errors, mut first_rest_error) =
+        (Histogram::default(), Histogram::default(), 0, None);
+    for w in writers {
+        let (h, l, e, f) = w.await.map_err(|e| format!("writer failed: {e}"))?;
+        rest.merge(&h);
+        lag.merge(&l);
+        rest_errors += e;
+        first_rest_error = first_rest_error.or(f);
+    }
+    let written_us = now_micros();
+    let faults = match faults {
+        Some(f) => f.await.map_err(|e| format!("fault task failed: {e}"))?,
+        None => Vec::new(),
+    };
+
+    // Wait until every subscriber holds every version of each of its rooms.
+    let last = room_versions(&ctx, token).await?;
+    let settle_deadline = Instant::now() + Duration::from_secs(a.settle_secs);
+    let settled_us = loop {
+        let all = ctx.shared.borrow().tracks.iter().enumerate().all(|(i, t)| {
+            t.iter()
+                .zip(ctx.rooms_of(i))
+                .all(|(t, r)| t.as_ref().is_some_and(|t| t.contiguous >= last[r]))
+        });
+        if all {
+            break Some(now_micros());
+        }
+        if Instant::now() >= settle_deadline {
+            break None;
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    let window = start.elapsed().as_secs_f64();
+    let hub_cpu = cpu(&a.hub_pids).saturating_sub(hub_cpu0);
+    let tool_cpu = sys::self_cpu_micros().saturating_sub(tool_cpu0);
+    let machine = machine0
+        .zip(sys::machine_busy_micros())
+        .map(|(x, y)| y.saturating_sub(x));
+    let _ = stop_tx.send(true);
+    for s in subs {
+        let _ = s.await;
+    }
+    Ok(verdict::report(
+        &ctx,
+        Measured {
+            subscribe_secs,
+            start_us,
+            written_us,
+            settled_us,
+            last,
+            faults,
+            rest,
+            lag,
+            rest_errors,
+            first_rest_error,
+            window,
+            hub_cpu,
+            tool_cpu,
+            machine,
+        },
+    ))
+}
+
+/// What `run` measured, for the verdict.
+struct Measured {
+    subscribe_secs: f64,
+    start_us: u64,
+    written_us: u64,
+    settled_us: Option<u64>,
+    last: Vec<u64>,
+    faults: Vec<writer::FaultLog>,
+    rest: Histogram,
+    lag: Histogram,
+    rest_errors: u64,
+    first_rest_error: Option<String>,
+    window: f64,
+    hub_cpu: u64,
+    tool_cpu: u64,
+    machine: Option<u64>,
+}
+
+/// Seconds from `origin` (µs) to `t` (µs); 0 for "never".
+fn secs(t: u64, origin: u64) -> f64 {
+    if t == 0 {
+        return 0.0;
+    }
+    ((t as f64 - origin as f64) / 1e3).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_rooms_map_to_indexes() {
+        assert_eq!(subscriber::room_index("provider-1", 1, 10), Some(0));
+        assert_eq!(subscriber::room_index("provider-10", 1, 10), Some(9));
+        assert_eq!(subscriber::room_index("provider-11", 1, 10), None);
+        assert_eq!(subscriber::room_index("provider-0", 1, 10), None);
+        assert_eq!(subscriber::room_index("lobby", 1, 10), None);
+    }
+
+    #[test]
+    fn seconds_are_relative_to_the_start() {
+        assert_eq!(secs(3_500_000, 1_000_000), 2.5);
+        assert_eq!(secs(0, 1_000_000), 0.0);
+    }
+}
