@@ -4,8 +4,8 @@
 //! when a client stops reading, that channel fills and `Session::text` waits. The
 //! writer task here is the only thing that waits: the session actor pushes frames
 //! into the outbox without blocking, the outbox counts the bytes not yet handed to
-//! actix-ws, and past the cap the session is closed as a slow consumer and the queue
-//! freed. So a client that never reads costs at most its cap (plus the dispatcher's
+//! actix-ws (every frame: events, replies, pings and pongs alike), and past the cap
+//! the session is closed as a slow consumer and the queue freed. So a client that never reads costs at most its cap (plus the dispatcher's
 //! fixed buffers), and never slows anyone else.
 
 use std::cell::Cell;
@@ -23,6 +23,11 @@ use tokio::task::JoinHandle;
 /// every other recipient.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
+/// What one queued frame costs beyond its payload: its slot in the queue. Charging it
+/// keeps frames with an empty payload (a pong to an empty ping) from being free, so no
+/// frame can be queued without bound.
+const ENTRY_COST: usize = std::mem::size_of::<Outgoing>();
+
 enum Outgoing {
     Text(ByteString),
     Ping,
@@ -37,6 +42,9 @@ pub struct Overflow;
 /// The bounded outgoing queue of one session.
 pub struct Outbox {
     tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// The cost ([`cost`]) of every frame queued and not yet handed to actix-ws. Only
+    /// the methods of `Outbox` raise it, and only while it stays at most `cap`; the
+    /// writer lowers it as frames leave. Nothing else bounds the queue.
     pending: Rc<Cell<usize>>,
     cap: usize,
     writer: Option<JoinHandle<()>>,
@@ -71,22 +79,18 @@ impl Outbox {
 
     /// Queues a text frame, unless that would pass the cap.
     pub fn text(&mut self, frame: ByteString) -> Result<(), Overflow> {
-        if !self.has_room_for(frame.len()) {
-            return Err(Overflow);
-        }
-        self.pending.set(self.pending.get() + frame.len());
-        self.push(Outgoing::Text(frame));
-        Ok(())
+        self.counted(Outgoing::Text(frame))
     }
 
-    /// Queues a ping.
-    pub fn ping(&mut self) {
-        self.push(Outgoing::Ping);
+    /// Queues a ping, unless that would pass the cap.
+    pub fn ping(&mut self) -> Result<(), Overflow> {
+        self.counted(Outgoing::Ping)
     }
 
-    /// Queues a pong answering the client's ping.
-    pub fn pong(&mut self, payload: Bytes) {
-        self.push(Outgoing::Pong(payload));
+    /// Queues a pong answering the client's ping, unless that would pass the cap: a
+    /// client that pings and never reads fills its outbox like any other.
+    pub fn pong(&mut self, payload: Bytes) -> Result<(), Overflow> {
+        self.counted(Outgoing::Pong(payload))
     }
 
     /// Queues a close frame after everything already queued; nothing can follow it.
@@ -107,6 +111,16 @@ impl Outbox {
         actix_web::rt::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_GRACE, session.close(Some(reason))).await;
         });
+    }
+
+    fn counted(&mut self, item: Outgoing) -> Result<(), Overflow> {
+        let cost = cost(&item);
+        if !self.has_room_for(cost) {
+            return Err(Overflow);
+        }
+        self.pending.set(self.pending.get() + cost);
+        self.push(item);
+        Ok(())
     }
 
     fn push(&mut self, item: Outgoing) {
@@ -131,19 +145,25 @@ impl Drop for Outbox {
     }
 }
 
+/// What a queued frame counts against the cap: its payload and its queue slot.
+fn cost(item: &Outgoing) -> usize {
+    ENTRY_COST
+        + match item {
+            Outgoing::Text(frame) => frame.len(),
+            Outgoing::Pong(payload) => payload.len(),
+            Outgoing::Ping | Outgoing::Close(_) => 0,
+        }
+}
+
 async fn write_loop(
     mut session: Session,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     pending: Rc<Cell<usize>>,
 ) {
     while let Some(item) = rx.recv().await {
+        let cost = cost(&item);
         let sent = match item {
-            Outgoing::Text(frame) => {
-                let len = frame.len();
-                let sent = session.text(frame).await;
-                pending.set(pending.get().saturating_sub(len));
-                sent
-            }
+            Outgoing::Text(frame) => session.text(frame).await,
             Outgoing::Ping => session.ping(b"").await,
             Outgoing::Pong(payload) => session.pong(&payload).await,
             Outgoing::Close(reason) => {
@@ -151,6 +171,7 @@ async fn write_loop(
                 return;
             }
         };
+        pending.set(pending.get().saturating_sub(cost));
         if sent.is_err() {
             return;
         }

@@ -107,6 +107,25 @@ pub fn parse(text: &str) -> ClientFrame {
     ClientFrame { reference, request }
 }
 
+/// The `ref` of a text frame, found without building the rest of it: for replies to
+/// frames that are not otherwise parsed (a rate-limited one). `None` for anything but
+/// a JSON object with a non-null `ref`; never fails.
+pub fn reference_of(text: &str) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct OnlyRef {
+        #[serde(rename = "ref", default)]
+        reference: Option<Value>,
+    }
+    // A struct also deserializes from an array: only an object may answer.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<OnlyRef>(text)
+        .ok()
+        .and_then(|frame| frame.reference)
+        .filter(|r| !r.is_null())
+}
+
 fn unreferenced(message: impl Into<String>) -> ClientFrame {
     ClientFrame {
         reference: None,
@@ -297,6 +316,30 @@ mod tests {
         let frame = parse(r#"{"event":"ping","data":{"t":1}}"#);
         assert_eq!(frame.request, Ok(ClientRequest::Ping));
         assert_eq!(&*pong(None), r#"{"event":"pong"}"#);
+    }
+
+    #[test]
+    fn the_ref_alone_is_found_in_any_object_and_nothing_else() {
+        let frame = r#"{"event":"joinRoom","data":{"room":"a","x":[1,{"ref":2}]},"ref":"r1"}"#;
+        assert_eq!(reference_of(frame), Some(Value::from("r1")));
+        assert_eq!(
+            reference_of(r#"{"ref":{"n":[1]}}"#),
+            Some(serde_json::json!({"n": [1]}))
+        );
+        assert_eq!(reference_of(r#"{"event":"ping"}"#), None);
+        assert_eq!(reference_of(r#"{"ref":null}"#), None);
+        for bad in [
+            "",
+            "nope",
+            "[1]",
+            "\"ref\"",
+            r#"{"ref":"a""#,
+            r#"{"ref":1,"ref":2}"#,
+        ] {
+            assert_eq!(reference_of(bad), None, "{bad}");
+        }
+        let deep = "[".repeat(100_000);
+        assert_eq!(reference_of(&format!("{{\"a\":{deep}}}")), None);
     }
 
     #[test]

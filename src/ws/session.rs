@@ -165,8 +165,8 @@ impl WsSession {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.context.limits.client_timeout() {
             self.close(CloseCode::Normal, "heartbeat timeout", ctx);
-        } else {
-            self.outbox.ping();
+        } else if !self.closing && self.outbox.ping().is_err() {
+            self.drop_slow_consumer(ctx);
         }
     }
 
@@ -324,7 +324,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                             self.context.limits.max_frames_per_sec
                         ),
                     };
-                    return self.send_error(None, &error, ctx);
+                    // A binary frame or a ping has no `ref`; a text frame may.
+                    let reference = match &message {
+                        AggregatedMessage::Text(text) => protocol::reference_of(text),
+                        _ => None,
+                    };
+                    return self.send_error(reference.as_ref(), &error, ctx);
                 }
                 Verdict::Disconnect => {
                     return self.close(CloseCode::Policy, "rate limit exceeded", ctx);
@@ -334,11 +339,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
         match message {
             AggregatedMessage::Text(text) => self.on_text(&text, ctx),
             AggregatedMessage::Binary(_) => {
+                // A binary frame is not JSON, so it carries no `ref` to echo.
                 let error =
                     FrameError::bad_request("binary frames are not supported: send JSON text");
                 self.send_error(None, &error, ctx);
             }
-            AggregatedMessage::Ping(payload) => self.outbox.pong(payload),
+            AggregatedMessage::Ping(payload) => {
+                if !self.closing && self.outbox.pong(payload).is_err() {
+                    self.drop_slow_consumer(ctx);
+                }
+            }
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Close(reason) => {
                 log::debug!("session {}: client closed ({reason:?})", self.id);

@@ -1,7 +1,11 @@
 //! Limits: rooms per connection, rate limit and flooding, message size, sockets per
-//! subject, token expiry and refresh.
+//! subject, token expiry and refresh, pongs to a client that never reads.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+use actix_web::rt::task::spawn_blocking as blocking;
 
 use eventide_hub::auth::Role;
 use serde_json::json;
@@ -56,10 +60,12 @@ async fn flooding_is_rate_limited_then_closed_while_others_are_served() {
         assert_eq!(flood.recv().await["event"], "leftRoom");
     }
     flood
-        .send(json!({"event": "leaveRoom", "data": {"room": "x"}}))
+        .send(json!({"event": "leaveRoom", "data": {"room": "x"}, "ref": "over"}))
         .await;
     let refused = flood.recv().await;
     assert_eq!(refused["data"]["code"], "rate_limited", "{refused}");
+    // The dropped frame's ref comes back, so the client knows which one to resend.
+    assert_eq!(refused["ref"], "over", "{refused}");
     for _ in 0..40 {
         flood.send_text("{}").await;
     }
@@ -229,4 +235,114 @@ async fn refresh_keeps_the_socket_open_and_a_foreign_token_does_not() {
         socket.ending(Duration::from_secs(6)).await,
         Ending::Close(4001)
     );
+}
+
+/// Opens a WebSocket by hand with a small receive buffer, so little sits in the
+/// client's kernel once it stops reading.
+fn raw_socket(port: u16, token: &str) -> TcpStream {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let mut stream = TcpStream::from(socket);
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// The (opcode, payload) of each whole server frame in `bytes` (server frames are
+/// unmasked).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => {
+                let len: [u8; 8] = bytes[2..10].try_into().unwrap();
+                (u64::from_be_bytes(len) as usize, 10)
+            }
+            126 | 127 => break,
+            len => (len as usize, 2),
+        };
+        if bytes.len() < header + len {
+            break;
+        }
+        frames.push((bytes[0] & 0x0f, bytes[header..header + len].to_vec()));
+        bytes = &bytes[header + len..];
+    }
+    frames
+}
+
+#[actix_web::test]
+async fn a_client_that_pings_and_never_reads_is_closed_with_1013() {
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.limits.max_pending_bytes = 64 * 1024;
+            s.limits.max_frames_per_sec = 1_000_000;
+            s.limits.max_frame_burst = 1_000_000;
+        })
+        .spawn()
+        .await;
+    let port = app.port;
+    let mut stream = blocking(move || raw_socket(port, &admin())).await.unwrap();
+    app.wait_for_sessions(1).await;
+    stream = blocking(move || {
+        // Masked pings (a zero mask keeps the payload as is) with the largest payload
+        // a control frame may carry: 4 MB of them, many times what the kernel buffers
+        // and the 64 KiB cap hold together. Once the hub has cut the client off it may
+        // stop reading; then a write stalls or fails, and the client stops sending.
+        let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+        ping.extend_from_slice(&[b'p'; 125]);
+        let batch = ping.repeat(100);
+        stream
+            .set_write_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        for _ in 0..320 {
+            if stream.write_all(&batch).is_err() {
+                break;
+            }
+        }
+        stream
+    })
+    .await
+    .unwrap();
+    // The session ends while the client still reads nothing: its pongs were counted.
+    app.wait_for_sessions(0).await;
+
+    let (read, frames) = blocking(move || {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut tail = Vec::new();
+        let read = stream.read_to_end(&mut tail);
+        (read.map_err(|e| e.kind()), server_frames(&tail))
+    })
+    .await
+    .unwrap();
+    let pongs = frames.iter().filter(|(op, _)| *op == 0xA).count();
+    let close = frames.iter().find(|(op, _)| *op == 0x8);
+    let code = close.map(|(_, payload)| u16::from_be_bytes([payload[0], payload[1]]));
+    assert_eq!(
+        code,
+        Some(1013),
+        "no 1013 close after {pongs} pongs (read ended with {read:?})"
+    );
+    // At most what was in flight when the cap was passed, not one pong per ping.
+    assert!(pongs < 32_000, "{pongs} pongs");
 }

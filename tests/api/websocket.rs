@@ -241,6 +241,8 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
         .unwrap();
     let reply = socket.recv().await;
     assert_eq!(reply["data"]["code"], "bad_request");
+    // A binary frame is not JSON: it has no ref to echo.
+    assert!(reply.get("ref").is_none(), "{reply}");
 
     // Still usable.
     socket.join("provider-8", None).await;
