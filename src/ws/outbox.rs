@@ -5,8 +5,9 @@
 //! writer task here is the only thing that waits: the session actor pushes frames
 //! into the outbox without blocking, the outbox counts the bytes not yet handed to
 //! actix-ws (every frame: events, replies, pings and pongs alike), and past the cap
-//! the session is closed as a slow consumer and the queue freed. So a client that never reads costs at most its cap (plus the dispatcher's
-//! fixed buffers), and never slows anyone else.
+//! the session is closed as a slow consumer and the queue freed. So a client that
+//! never reads costs at most its cap (plus the dispatcher's fixed buffers), and never
+//! slows anyone else.
 
 use std::cell::Cell;
 use std::rc::Rc;
