@@ -116,13 +116,16 @@ test('1008 for flooding is fatal and rejects the pending requests', async () => 
   c.on('error', (data) => errors.push(data.code));
   try {
     await c.ping();
-    const flood = Array.from({ length: 20 }, () => c.ping());
+    // Settled from the start: the hub answers refused frames by `ref`, so some of
+    // these reject with `rate_limited` before the connection fails.
+    const flood = Promise.allSettled(Array.from({ length: 20 }, () => c.ping()));
     const [failure] = await once(c, 'failed');
     assert.equal(failure.reason, 'policy');
     assert.equal(failure.code, 1008);
-    assert.ok(errors.includes('rate_limited'), `errors: ${errors}`);
-    const results = await Promise.allSettled(flood);
-    assert.ok(results.some((r) => r.status === 'rejected' && r.reason.code === 'failed'));
+    const results = await flood;
+    const codes = results.filter((r) => r.status === 'rejected').map((r) => r.reason.code);
+    assert.ok(codes.includes('rate_limited') || errors.includes('rate_limited'), `codes: ${codes}`);
+    assert.ok(codes.includes('failed'), `codes: ${codes}`);
     await sleep(200);
     assert.equal(c.state, 'closed');
   } finally {
