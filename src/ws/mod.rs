@@ -2,6 +2,7 @@
 //! session actor that owns one socket, and the frames they speak.
 
 mod connections;
+pub mod frame;
 mod joins;
 mod origins;
 mod outbox;
