@@ -10,6 +10,7 @@ pub mod protocol;
 mod rate_limit;
 mod route;
 mod session;
+pub mod writer;
 
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use origins::Origins;
