@@ -2,6 +2,7 @@
 //! session actor that owns one socket, and the frames they speak.
 
 mod connections;
+pub mod frame;
 mod joins;
 mod origins;
 mod outbox;
@@ -9,6 +10,7 @@ pub mod protocol;
 mod rate_limit;
 mod route;
 mod session;
+pub mod writer;
 
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use origins::Origins;

@@ -1,0 +1,158 @@
+use super::*;
+
+/// A masked client frame.
+fn client(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![first];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+fn read_all(reader: &mut FrameReader, bytes: &[u8]) -> Vec<Result<Message, ReadError>> {
+    reader.buffer().extend_from_slice(bytes);
+    let mut out = Vec::new();
+    loop {
+        match reader.next_message() {
+            Ok(Some(message)) => out.push(Ok(message)),
+            Ok(None) => return out,
+            Err(e) => {
+                out.push(Err(e));
+                return out;
+            }
+        }
+    }
+}
+
+#[test]
+fn headers_use_the_shortest_length_form() {
+    let mut out = [0u8; MAX_HEADER];
+    assert_eq!(header(OpCode::Text, 0, &mut out), &[0x81, 0]);
+    assert_eq!(header(OpCode::Text, 125, &mut out), &[0x81, 125]);
+    assert_eq!(header(OpCode::Pong, 3, &mut out), &[0x8A, 3]);
+    assert_eq!(header(OpCode::Text, 126, &mut out), &[0x81, 126, 0, 126]);
+    assert_eq!(
+        header(OpCode::Text, 65535, &mut out),
+        &[0x81, 126, 255, 255]
+    );
+    assert_eq!(
+        header(OpCode::Text, 65536, &mut out),
+        &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+    );
+}
+
+#[test]
+fn masked_frames_become_messages_however_the_bytes_arrive() {
+    let mut bytes = client(0x81, b"{\"event\":\"ping\"}");
+    bytes.extend(client(0x89, b"hi"));
+    bytes.extend(client(0x82, &[1, 2, 3]));
+    bytes.extend(client(0x88, &[0x03, 0xE8, b'o', b'k']));
+    let expected = vec![
+        Ok(Message::Text(Bytes::from_static(b"{\"event\":\"ping\"}"))),
+        Ok(Message::Ping(Bytes::from_static(b"hi"))),
+        Ok(Message::Binary(Bytes::from_static(&[1, 2, 3]))),
+        Ok(Message::Close(Some((1000, Bytes::from_static(b"ok"))))),
+    ];
+    let mut reader = FrameReader::new(1024, &[]);
+    assert_eq!(read_all(&mut reader, &bytes), expected);
+    // One byte at a time, the first bytes given with the handshake.
+    let mut reader = FrameReader::new(1024, &bytes[..3]);
+    let mut got = Vec::new();
+    for byte in &bytes[3..] {
+        got.extend(read_all(&mut reader, &[*byte]));
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn continuations_join_and_control_frames_may_come_between() {
+    let mut bytes = client(0x01, b"ab");
+    bytes.extend(client(0x89, b""));
+    bytes.extend(client(0x00, b"cd"));
+    bytes.extend(client(0x80, b"e"));
+    let mut reader = FrameReader::new(5, &[]);
+    assert_eq!(
+        read_all(&mut reader, &bytes),
+        vec![
+            Ok(Message::Ping(Bytes::new())),
+            Ok(Message::Text(Bytes::from_static(b"abcde")))
+        ]
+    );
+}
+
+#[test]
+fn the_message_limit_holds_for_frames_and_for_continuations() {
+    let mut reader = FrameReader::new(4, &[]);
+    assert_eq!(
+        read_all(&mut reader, &client(0x81, b"12345")),
+        vec![Err(ReadError::TooBig)]
+    );
+    let mut bytes = client(0x01, b"123");
+    bytes.extend(client(0x80, b"45"));
+    let mut reader = FrameReader::new(4, &[]);
+    assert_eq!(read_all(&mut reader, &bytes), vec![Err(ReadError::TooBig)]);
+    // Refused from the header alone, before the payload arrives.
+    let mut reader = FrameReader::new(4, &[]);
+    assert_eq!(
+        read_all(&mut reader, &[0x81, 0x80 | 126, 0, 200]),
+        vec![Err(ReadError::TooBig)]
+    );
+}
+
+#[test]
+fn protocol_violations_are_refused() {
+    let cases: Vec<(Vec<u8>, ReadError)> = vec![
+        (vec![0x81, 0x02, b'h', b'i'], ReadError::Protocol), // unmasked
+        (client(0xC1, b"x"), ReadError::Protocol),           // reserved bit
+        (client(0x83, b"x"), ReadError::Protocol),           // unknown opcode
+        (client(0x80, b"x"), ReadError::Protocol),           // continuation first
+        (client(0x09, b"x"), ReadError::Protocol),           // fragmented ping
+        (client(0x89, &[0; 126]), ReadError::Protocol),      // long ping
+        (client(0x88, &[3]), ReadError::Protocol),           // one-byte close
+        (client(0x81, &[0xff, 0xfe]), ReadError::NotUtf8),
+    ];
+    for (bytes, error) in cases {
+        let mut reader = FrameReader::new(1024, &[]);
+        assert_eq!(read_all(&mut reader, &bytes), vec![Err(error)], "{bytes:?}");
+    }
+    let mut bytes = client(0x01, b"a");
+    bytes.extend(client(0x81, b"b")); // a new message inside a fragmented one
+    let mut reader = FrameReader::new(1024, &[]);
+    assert_eq!(
+        read_all(&mut reader, &bytes),
+        vec![Err(ReadError::Protocol)]
+    );
+    assert_eq!(ReadError::TooBig.close_code(), 1009);
+}
+
+#[test]
+fn the_buffer_grows_for_a_large_frame_and_shrinks_back() {
+    let mut reader = FrameReader::new(64 * 1024, &[]);
+    assert!(reader.capacity() <= 2 * SMALL_READ_BUFFER);
+    let big = vec![b'x'; 60_000];
+    let frame = client(0x81, &big);
+    // Half of it: the buffer makes room for the whole frame.
+    assert!(read_all(&mut reader, &frame[..30_000]).is_empty());
+    assert!(reader.capacity() >= frame.len());
+    let mut rest = frame[30_000..].to_vec();
+    rest.extend(client(0x81, b"small"));
+    let got = read_all(&mut reader, &rest);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], Ok(Message::Text(Bytes::from(big))));
+    assert!(
+        reader.capacity() <= 2 * SMALL_READ_BUFFER,
+        "{}",
+        reader.capacity()
+    );
+}

@@ -1,0 +1,174 @@
+//! How a session that owns its socket writes to it.
+//!
+//! A frame is a few header bytes and a payload shared with every other recipient
+//! (`Bytes`). The writer offers both to the kernel in one vectored write; usually the
+//! kernel takes all of it and nothing is copied or queued. Only what the kernel does
+//! not take is queued — the header's rest and a clone of the payload handle, never a
+//! copy — and byte-counted against the session's cap, so a client that does not read
+//! costs at most that cap before it is cut off.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use actix_web::web::Bytes;
+
+use super::frame::{header, OpCode, MAX_HEADER};
+
+/// What one queued frame costs beyond its unsent bytes: its slot in the queue, so
+/// frames with little or no payload are never free.
+const ENTRY_COST: usize = std::mem::size_of::<Queued>();
+
+/// Frames offered to the kernel in one vectored write when flushing a queue.
+const MAX_SLICES: usize = 64;
+
+/// A socket the writer can offer bytes to without waiting.
+pub trait TryWrite {
+    /// Writes what the kernel takes now; `WouldBlock` when it takes nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
+/// The queue would pass the cap: the session must be closed as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// A frame the kernel has not fully taken.
+struct Queued {
+    header: [u8; MAX_HEADER],
+    header_len: u8,
+    payload: Bytes,
+    /// Bytes of header-then-payload already written.
+    written: usize,
+}
+
+impl Queued {
+    fn unsent(&self) -> usize {
+        self.header_len as usize + self.payload.len() - self.written
+    }
+
+    /// The unsent parts, header first.
+    fn slices(&self) -> [&[u8]; 2] {
+        let header_len = self.header_len as usize;
+        if self.written < header_len {
+            [&self.header[self.written..header_len], &self.payload[..]]
+        } else {
+            [&[], &self.payload[self.written - header_len..]]
+        }
+    }
+}
+
+/// One session's writes.
+pub struct SocketWriter {
+    /// Frames in the order they must reach the client; only the first may be partly
+    /// written. Whenever it is empty, a new frame may be written straight away.
+    queue: VecDeque<Queued>,
+    /// The unsent bytes of `queue` plus `ENTRY_COST` per entry; at most `cap` after
+    /// every `send` that returned `Ok`.
+    queued: usize,
+    cap: usize,
+}
+
+impl SocketWriter {
+    /// A writer that queues at most `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        SocketWriter {
+            queue: VecDeque::new(),
+            queued: 0,
+            cap,
+        }
+    }
+
+    /// Bytes (and slots) queued, not yet taken by the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether frames wait for the socket to become writable.
+    pub fn has_queue(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Writes a frame, or queues what the kernel does not take now.
+    pub fn send(
+        &mut self,
+        io: &impl TryWrite,
+        opcode: OpCode,
+        payload: Bytes,
+    ) -> Result<(), Overflow> {
+        let mut header_buf = [0u8; MAX_HEADER];
+        let header_len = header(opcode, payload.len(), &mut header_buf).len();
+        let mut frame = Queued {
+            header: header_buf,
+            header_len: header_len as u8,
+            payload,
+            written: 0,
+        };
+        if self.queue.is_empty() {
+            let [head, body] = frame.slices();
+            match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(n) if n == frame.unsent() => return Ok(()),
+                Ok(n) => frame.written = n,
+                // Closed or failing: the reader sees it and ends the session; frames
+                // queued meanwhile are bounded by the cap like any others.
+                Err(_) => {}
+            }
+        }
+        let cost = frame.unsent() + ENTRY_COST;
+        if self.queued + cost > self.cap {
+            return Err(Overflow);
+        }
+        self.queued += cost;
+        self.queue.push_back(frame);
+        Ok(())
+    }
+
+    /// Writes queued frames while the kernel takes them; `Ok(true)` once the queue is
+    /// empty, `Ok(false)` if the socket must become writable again first.
+    pub fn flush(&mut self, io: &impl TryWrite) -> io::Result<bool> {
+        while !self.queue.is_empty() {
+            let mut slices = Vec::with_capacity(2 * MAX_SLICES.min(self.queue.len()));
+            for frame in self.queue.iter().take(MAX_SLICES) {
+                for part in frame.slices() {
+                    if !part.is_empty() {
+                        slices.push(IoSlice::new(part));
+                    }
+                }
+            }
+            let mut n = match io.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            drop(slices);
+            while n > 0 {
+                let front = self.queue.front_mut().expect("n counts queued bytes");
+                let unsent = front.unsent();
+                if n >= unsent {
+                    n -= unsent;
+                    self.queued -= unsent + ENTRY_COST;
+                    self.queue.pop_front();
+                } else {
+                    front.written += n;
+                    self.queued -= n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drops everything queued: for a client cut off as a slow consumer.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;
