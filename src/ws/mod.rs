@@ -1,5 +1,9 @@
 //! The WebSocket endpoint: the handshake (origin, token, per-subject limit), the
 //! session actor that owns one socket, and the frames they speak.
+//!
+//! Sessions write through actix-ws today. [`frame`] and [`writer`] are the codec and
+//! the vectored socket writer for a session that owns its socket once the connection
+//! leaves the HTTP/1 dispatcher; they are tested on their own and not yet wired in.
 
 mod connections;
 pub mod frame;
