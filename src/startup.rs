@@ -78,7 +78,11 @@ impl Application {
                 .map_err(|e| StartupError(e.to_string()))?
         };
         revocations.keep_fresh();
-        let connections = ConnectionCounter::default();
+        // Only the cluster census reads which subjects' counts changed.
+        let connections = match settings.redis_url {
+            Some(_) => ConnectionCounter::recording_changes(),
+            None => ConnectionCounter::default(),
+        };
         let links = Links {
             pool: pool.clone(),
             revocations: revocations.clone(),

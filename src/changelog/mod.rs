@@ -64,16 +64,13 @@ pub struct ChangeLog {
 
 impl ChangeLog {
     /// The change log in `pool`; `history_rooms` are the patterns of rooms with
-    /// history, `keep` how many changes each stream keeps.
+    /// history (as `Delivery::history_patterns` gives them), `keep` how many changes
+    /// each stream keeps.
     pub fn new(pool: DbPool, history_rooms: &[String], keep: i64) -> Self {
         let readers = (pool.max_size() as usize / 4).max(1);
         ChangeLog {
             pool,
-            history_rooms: history_rooms
-                .iter()
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect(),
+            history_rooms: history_rooms.into(),
             keep,
             permits: Arc::new(Semaphore::new(readers)),
             in_flight: Arc::default(),

@@ -111,7 +111,11 @@ impl Hub {
             inner: Arc::new(Inner {
                 id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
                 shards: Mutex::new(Vec::new()),
-                index: Arc::default(),
+                // Only the cluster census reads which rooms changed.
+                index: Arc::new(match backplane {
+                    Some(_) => RoomIndex::recording_changes(),
+                    None => RoomIndex::default(),
+                }),
                 changelog,
                 backplane,
                 config,
@@ -128,11 +132,6 @@ impl Hub {
     /// The rooms with members on this node.
     pub fn index(&self) -> &Arc<RoomIndex> {
         &self.inner.index
-    }
-
-    /// The change log behind versioned rooms.
-    pub fn changelog(&self) -> &ChangeLog {
-        &self.inner.changelog
     }
 
     /// Registers a session with this thread's shard.

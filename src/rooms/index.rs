@@ -20,8 +20,17 @@ struct State {
     /// Room → subject → sockets of that subject in the room. A room is present exactly
     /// while it has at least one socket; a subject exactly while it has one there.
     rooms: HashMap<RoomName, Members>,
-    /// Rooms whose members changed since the census last took them.
-    dirty: HashSet<RoomName>,
+    /// Rooms whose members changed since the census last took them; `None` on a node
+    /// without a census, where nothing would ever take them.
+    dirty: Option<HashSet<RoomName>>,
+}
+
+impl State {
+    fn mark(&mut self, room: &RoomName) {
+        if let Some(dirty) = &mut self.dirty {
+            dirty.insert(room.clone());
+        }
+    }
 }
 
 /// Rooms with members on this node, shared by every shard.
@@ -33,13 +42,20 @@ pub struct RoomIndex {
 }
 
 impl RoomIndex {
+    /// An index that also records which rooms changed, for [`RoomIndex::take_dirty`].
+    pub fn recording_changes() -> Self {
+        let index = RoomIndex::default();
+        index.lock().dirty = Some(HashSet::new());
+        index
+    }
+
     /// A socket of `sub` joined `room`; answers the number of distinct rooms.
     pub fn join(&self, room: &RoomName, sub: &Arc<str>) -> usize {
         let mut state = self.lock();
         let members = state.rooms.entry(room.clone()).or_default();
         let first = members.is_empty();
         *members.entry(sub.clone()).or_insert(0) += 1;
-        state.dirty.insert(room.clone());
+        state.mark(room);
         if first {
             self.changed.notify_one();
         }
@@ -62,7 +78,7 @@ impl RoomIndex {
             state.rooms.remove(room);
             self.changed.notify_one();
         }
-        state.dirty.insert(room.clone());
+        state.mark(room);
         state.rooms.len()
     }
 
@@ -90,7 +106,7 @@ impl RoomIndex {
     /// (empty: the room has none left here).
     pub fn take_dirty(&self) -> Vec<(RoomName, Members)> {
         let mut state = self.lock();
-        let dirty = std::mem::take(&mut state.dirty);
+        let dirty = state.dirty.as_mut().map(std::mem::take).unwrap_or_default();
         dirty
             .into_iter()
             .map(|room| {
@@ -116,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_room_stays_while_anyone_is_in_it() {
-        let index = RoomIndex::default();
+        let index = RoomIndex::recording_changes();
         let room = RoomName::parse("lobby").unwrap();
         let (ann, bob): (Arc<str>, Arc<str>) = (Arc::from("ann"), Arc::from("bob"));
         assert_eq!(index.join(&room, &ann), 1);
@@ -129,6 +145,10 @@ mod tests {
         index.leave(&room, &ann);
         assert_eq!(index.leave(&room, &bob), 0);
         assert!(index.is_empty());
-        assert_eq!(index.take_dirty(), vec![(room, Members::new())]);
+        assert_eq!(index.take_dirty(), vec![(room.clone(), Members::new())]);
+        // Without a census nothing is recorded, so nothing piles up.
+        let quiet = RoomIndex::default();
+        quiet.join(&room, &ann);
+        assert!(quiet.take_dirty().is_empty());
     }
 }

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 struct Counts {
     /// Subject → open sockets; a subject is present exactly while it has one.
     open: HashMap<String, usize>,
-    /// Subjects whose count changed since the cluster census last took them.
-    dirty: HashSet<String>,
+    /// Subjects whose count changed since the cluster census last took them; `None`
+    /// on a node without a census, where nothing would ever take them.
+    dirty: Option<HashSet<String>>,
 }
 
 /// Open WebSocket connections per `sub` on this node.
@@ -25,7 +26,27 @@ pub struct ConnectionSlot {
     sub: String,
 }
 
+impl Counts {
+    fn mark(&mut self, sub: &str) {
+        if let Some(dirty) = &mut self.dirty {
+            dirty.insert(sub.to_owned());
+        }
+    }
+}
+
 impl ConnectionCounter {
+    /// A counter that also records which subjects changed, for
+    /// [`ConnectionCounter::take_dirty`].
+    pub fn recording_changes() -> Self {
+        let counter = ConnectionCounter::default();
+        counter
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dirty = Some(HashSet::new());
+        counter
+    }
+
     /// Takes a slot for `sub` unless it already holds `max` connections.
     pub fn try_acquire(&self, sub: &str, max: usize) -> Option<ConnectionSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -37,7 +58,7 @@ impl ConnectionCounter {
             return None;
         }
         *count += 1;
-        counts.dirty.insert(sub.to_owned());
+        counts.mark(sub);
         Some(ConnectionSlot {
             counter: self.clone(),
             sub: sub.to_owned(),
@@ -54,7 +75,11 @@ impl ConnectionCounter {
     /// The subjects whose count changed since the last call, with their count now.
     pub fn take_dirty(&self) -> Vec<(String, usize)> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let dirty = std::mem::take(&mut counts.dirty);
+        let dirty = counts
+            .dirty
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         dirty
             .into_iter()
             .map(|sub| {
@@ -78,7 +103,7 @@ impl Drop for ConnectionSlot {
                 counts.open.remove(&self.sub);
             }
         }
-        counts.dirty.insert(self.sub.clone());
+        counts.mark(&self.sub);
     }
 }
 
@@ -88,7 +113,7 @@ mod tests {
 
     #[test]
     fn counts_and_releases() {
-        let counter = ConnectionCounter::default();
+        let counter = ConnectionCounter::recording_changes();
         let a = counter.try_acquire("u", 2).unwrap();
         let _b = counter.try_acquire("u", 2).unwrap();
         assert!(counter.try_acquire("u", 2).is_none());

@@ -130,11 +130,8 @@ async fn log_lines(page: &mut Page, kind: &str, text: &str) -> u64 {
         .unwrap()
 }
 
-#[actix_web::test]
-#[ignore = "needs Chromium (EVENTIDE_TEST_CHROMIUM or chromium on PATH)"]
-async fn the_page_follows_rest_changes_live_and_across_a_restart() {
-    let exe = cdp::find_chromium().unwrap_or_else(|reason| panic!("{reason}"));
-    let started = Instant::now();
+/// A hub on a known port that lets its own page connect, and that port.
+async fn page_hub() -> (TestApp, u16) {
     let port = free_port();
     let app = TestApp::builder()
         .configure(|s| {
@@ -144,6 +141,15 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
         })
         .spawn()
         .await;
+    (app, port)
+}
+
+#[actix_web::test]
+#[ignore = "needs Chromium (EVENTIDE_TEST_CHROMIUM or chromium on PATH)"]
+async fn the_page_follows_rest_changes_live_and_across_a_restart() {
+    let exe = cdp::find_chromium().unwrap_or_else(|reason| panic!("{reason}"));
+    let started = Instant::now();
+    let (app, port) = page_hub().await;
     // One slot before the page loads: it has to come from the REST snapshot.
     let first = create(&app, 9 * 60, "available", "Intake call").await;
 
@@ -325,22 +331,10 @@ async fn the_page_follows_rest_changes_live_and_across_a_restart() {
 }
 
 #[actix_web::test]
+#[ignore = "needs Chromium (EVENTIDE_TEST_CHROMIUM or chromium on PATH)"]
 async fn the_page_says_why_the_hub_refused_it() {
-    let exe = match cdp::find_chromium() {
-        Ok(exe) => exe,
-        Err(reason) => {
-            eprintln!("skipping browser test: {reason}");
-            return;
-        }
-    };
-    let port = free_port();
-    let app = TestApp::builder()
-        .configure(|s| {
-            s.addr = ([127, 0, 0, 1], port).into();
-            s.allowed_origins = vec![format!("http://127.0.0.1:{port}")];
-        })
-        .spawn()
-        .await;
+    let exe = cdp::find_chromium().unwrap_or_else(|reason| panic!("{reason}"));
+    let (app, port) = page_hub().await;
     let browser = Browser::launch(&exe).await;
     // Six refused handshakes with backoff capped at 0.5, 1, 2, 4 and 8 s in between.
     let give_up = 2 * WAIT;

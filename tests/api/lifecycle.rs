@@ -69,24 +69,7 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
 /// Opens a WebSocket by hand on a blocking socket that will then never be read.
 fn stalled_socket(port: u16, token: &str) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    upgrade_by_hand(&mut stream, port, token);
     let join = br#"{"event":"joinRoom","data":{"room":"firehose"}}"#;
     // A masked client text frame (mask of zeros keeps the payload as is).
     let mut frame = vec![0x81, 0x80 | join.len() as u8, 0, 0, 0, 0];

@@ -245,24 +245,7 @@ fn raw_socket(port: u16, token: &str) -> TcpStream {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&address.into()).unwrap();
     let mut stream = TcpStream::from(socket);
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    upgrade_by_hand(&mut stream, port, token);
     stream
 }
 

@@ -19,13 +19,10 @@ fn token_of(sub: &str, iat: Option<u64>) -> String {
     sign(&c)
 }
 
-async fn handshake(url: &str, token: &str) -> u16 {
-    let request = awc::Client::new().ws(url).bearer_auth(token);
-    match request.connect().await {
-        Ok((response, _)) => response.status().as_u16(),
-        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
-        Err(e) => panic!("handshake failed without a status: {e}"),
-    }
+/// The status of a handshake with `token` (101 on success).
+async fn handshake(app: &TestApp, token: &str) -> u16 {
+    app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(token))
+        .await
 }
 
 #[actix_web::test]
@@ -75,7 +72,7 @@ async fn a_disconnect_closes_every_socket_of_the_subject_with_4003() {
         );
     }
     // Without revocation the same token connects again.
-    assert_eq!(handshake(&app.ws_url(), &token).await, 101);
+    assert_eq!(handshake(&app, &token).await, 101);
     bystander.assert_silent(Duration::from_millis(100)).await;
     let (status, _) = app
         .post("/api/users/carol/disconnect", &provider(1), &body)
@@ -126,11 +123,11 @@ async fn revoked_tokens_are_refused_everywhere_and_after_a_restart() {
 /// Old tokens and tokens without `iat` are refused at the handshake and on REST;
 /// later tokens work.
 async fn refuses_revoked(app: &TestApp, old: &str, no_iat: &str, later: &str) {
-    assert_eq!(handshake(&app.ws_url(), old).await, 401);
-    assert_eq!(handshake(&app.ws_url(), no_iat).await, 401);
+    assert_eq!(handshake(app, old).await, 401);
+    assert_eq!(handshake(app, no_iat).await, 401);
     assert_eq!(app.get("/api/providers/1/availability", old).await.0, 401);
     assert_eq!(app.get("/api/providers/1/availability", later).await.0, 200);
-    assert_eq!(handshake(&app.ws_url(), later).await, 101);
+    assert_eq!(handshake(app, later).await, 101);
 }
 
 #[actix_web::test]
@@ -233,7 +230,7 @@ async fn users_disconnects_and_presence_hold_across_nodes() {
             Ending::Close(4003)
         );
     }
-    assert_eq!(handshake(&a.ws_url(), &token).await, 401);
+    assert_eq!(handshake(&a, &token).await, 401);
     let presence = eventually(
         &a,
         "/api/rooms/lobby/presence",
@@ -255,7 +252,7 @@ async fn the_per_subject_limit_counts_every_node_and_forgets_a_dead_one() {
     // The census publishes within a second.
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     let _third = b.ws(&token).await;
-    assert_eq!(handshake(&b.ws_url(), &token).await, 429);
+    assert_eq!(handshake(&b, &token).await, 429);
 
     // A node holding sockets dies: its count is forgotten within 30 s.
     let (_, other) = two_nodes_with(&redis, |s| s.limits.max_connections_per_sub = 2).await;
@@ -273,12 +270,12 @@ async fn the_per_subject_limit_counts_every_node_and_forgets_a_dead_one() {
     let _one = victim.ws(&token).await;
     let _two = victim.ws(&token).await;
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(handshake(&other.ws_url(), &token).await, 429);
+    assert_eq!(handshake(&other, &token).await, 429);
     victim.child.kill().unwrap(); // SIGKILL
     victim.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match handshake(&other.ws_url(), &token).await {
+        match handshake(&other, &token).await {
             101 => break,
             429 if Instant::now() < deadline => {
                 actix_web::rt::time::sleep(Duration::from_millis(500)).await

@@ -259,24 +259,20 @@ impl Handler<Publish> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, Publish(event): Publish, ctx: &mut Self::Context) {
-        let (Some(room), Some(version)) = (event.room(), event.version) else {
-            let target = event.target.clone();
-            self.fan_out(&target, || SessionMsg::Event(event.clone()));
-            return;
-        };
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return; // no member here
-        };
-        let Some(stream) = entry.stream.as_mut() else {
-            // Versioned elsewhere (another node's EVENTIDE_HISTORY_ROOMS): pass it on.
-            let target = event.target.clone();
-            self.fan_out(&target, || SessionMsg::Event(event.clone()));
-            return;
-        };
-        let delivery = stream.sequencer.offer(version, event.frame.clone());
-        let room = room.clone();
-        self.deliver(&room, delivery);
-        self.schedule_check(&room, ctx);
+        // A versioned event of a room this shard sequences goes through the sequencer;
+        // everything else (no version, or a room versioned only by another node's
+        // EVENTIDE_HISTORY_ROOMS) is passed on as it is.
+        if let (Some(room), Some(version)) = (event.room(), event.version) {
+            if let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) {
+                let delivery = stream.sequencer.offer(version, event.frame.clone());
+                let room = room.clone();
+                self.deliver(&room, delivery);
+                self.schedule_check(&room, ctx);
+                return;
+            }
+        }
+        let target = event.target.clone();
+        self.fan_out(&target, || SessionMsg::Event(event.clone()));
     }
 }
 

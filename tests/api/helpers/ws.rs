@@ -156,3 +156,28 @@ impl WsClient {
         let _ = self.ending(Duration::from_secs(5)).await;
     }
 }
+
+/// Upgrades a blocking TCP stream to a WebSocket by hand (a bearer token, no `Origin`)
+/// and reads the `101` answer, for tests that need control of the socket itself: a
+/// small receive buffer, a reader that stops reading.
+pub fn upgrade_by_hand(stream: &mut std::net::TcpStream, port: u16, token: &str) {
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
