@@ -8,7 +8,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
+use actix_web::{dev::Server, middleware::from_fn, web, App};
 
 use crate::auth::{self, Revocations, TokenVerifier};
 use crate::availability::AvailabilityStore;
@@ -20,8 +20,7 @@ use crate::health::{DatabaseProbe, ReadinessCheck};
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
 use crate::rooms::{Hub, ShardConfig};
-use crate::server::shutdown::SHUTDOWN_TIMEOUT_SECS;
-use crate::server::{cors, network, request_metrics, routes, AppState, Shutdown};
+use crate::server::{cors, http, network, request_metrics, routes, AppState, Shutdown};
 use crate::ws::{ConnectionCounter, Origins, SessionIds, WsContext};
 
 /// A hub that is bound and ready to run.
@@ -225,7 +224,7 @@ async fn start_hub(
 }
 
 /// The HTTP server on `listener`: every worker's `App` gets the state, CORS, request
-/// metrics and the route table; every accepted socket is tuned.
+/// metrics and the route table; WebSocket upgrades go to the sessions.
 fn serve(
     listener: TcpListener,
     state: AppState,
@@ -233,7 +232,8 @@ fn serve(
     metrics: Arc<Metrics>,
     max_connections: usize,
 ) -> std::io::Result<Server> {
-    let server = HttpServer::new(move || {
+    let ws = state.ws.get_ref().clone();
+    let app = move || {
         let metrics = metrics.clone();
         App::new()
             .wrap(cors::cors(origins.clone()))
@@ -243,13 +243,6 @@ fn serve(
             }))
             .configure(|cfg| state.register(cfg))
             .configure(routes::register)
-    })
-    // `on_connect` must come before `listen`, which takes the callback as it is then.
-    .on_connect(network::tune_socket)
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-    .max_connections(max_connections)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    };
+    http::serve(listener, app, ws, max_connections)
 }

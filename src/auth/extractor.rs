@@ -1,6 +1,7 @@
 //! The REST extractor: every `/api` handler that takes a [`Caller`] is authenticated.
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use crate::error::ApiError;
 pub struct Caller(pub Claims);
 
 /// The token of an `Authorization: Bearer <jwt>` header, if any.
-pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -31,7 +32,7 @@ impl FromRequest for Caller {
             .expect("TokenVerifier is registered in startup")
             .clone();
         let revocations = req.app_data::<web::Data<Arc<Revocations>>>().cloned();
-        let token = bearer_token(req).map(str::to_owned);
+        let token = bearer_token(req.headers()).map(str::to_owned);
         Box::pin(async move {
             let claims = match token {
                 None => Err(AuthError::Missing),

@@ -28,7 +28,7 @@ pub fn authorize(
     if loopback_open && req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
         return Ok(());
     }
-    let claims = match bearer_token(req) {
+    let claims = match bearer_token(req.headers()) {
         None => Err(AuthError::Missing),
         Some(token) => verifier.verify(token),
     }?;

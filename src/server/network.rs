@@ -2,11 +2,10 @@
 //! gets. These use Linux socket options (`TCP_USER_TIMEOUT` among them), which is why
 //! the hub builds for Linux only.
 
-use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use actix_web::dev::Extensions;
+use tokio::net::TcpStream;
 
 /// Pending connections the kernel queues before the hub accepts them (capped by
 /// `net.core.somaxconn`).
@@ -33,21 +32,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Per-connection socket options, for `HttpServer::on_connect`: no Nagle delay for
-/// small frames, and a kernel timeout that releases connections whose peer stopped
-/// acknowledging data (a frozen client otherwise holds its socket and buffers
+/// Per-connection socket options, set as each connection is accepted: no Nagle delay
+/// for small frames, and a kernel timeout that releases connections whose peer
+/// stopped acknowledging data (a frozen client otherwise holds its socket and buffers
 /// forever). Best effort: a socket that refuses an option is served anyway.
-pub fn tune_socket(conn: &dyn Any, _: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let socket = socket2::SockRef::from(tcp);
-        let _ = socket.set_tcp_nodelay(true);
-        // A fixed send buffer bounds the kernel memory a client that stops reading can
-        // pin (autotuning lets it grow to tcp_wmem's 4 MiB); the kernel doubles it.
-        let _ = socket.set_send_buffer_size(SOCKET_SEND_BUFFER);
-        let _ = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL);
-        let _ = socket.set_tcp_keepalive(&keepalive);
-    }
+pub fn tune_socket(tcp: &TcpStream) {
+    let socket = socket2::SockRef::from(tcp);
+    let _ = socket.set_tcp_nodelay(true);
+    // A fixed send buffer bounds the kernel memory a client that stops reading can
+    // pin (autotuning lets it grow to tcp_wmem's 4 MiB); the kernel doubles it.
+    let _ = socket.set_send_buffer_size(SOCKET_SEND_BUFFER);
+    let _ = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket.set_tcp_keepalive(&keepalive);
 }

@@ -11,6 +11,7 @@
 //! frame larger than it, and shrinks back once that frame is consumed.
 
 use actix_web::web::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 
 /// The read buffer a reader keeps between frames.
 pub const SMALL_READ_BUFFER: usize = 4096;
@@ -82,8 +83,8 @@ pub fn header(opcode: OpCode, len: usize, out: &mut [u8; MAX_HEADER]) -> &[u8] {
 /// A whole message from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Valid UTF-8.
-    Text(Bytes),
+    /// Checked to be UTF-8 once, here.
+    Text(ByteString),
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
@@ -117,7 +118,8 @@ impl ReadError {
 /// Reads client frames into messages.
 pub struct FrameReader {
     /// Bytes read and not yet parsed. Its capacity is `SMALL_READ_BUFFER` except while
-    /// a frame larger than that is being read; `shrink` brings it back after.
+    /// a frame larger than that is being read (`shrink` brings it back after), or none
+    /// while nothing is unread (`release_if_empty`).
     buffer: BytesMut,
     /// The fragments of a message whose last frame has not come yet; their total is at
     /// most `max_message`.
@@ -180,10 +182,9 @@ impl FrameReader {
             };
             self.shrink();
             return match whole {
-                (OpCode::Text, text) if std::str::from_utf8(&text).is_err() => {
-                    Err(ReadError::NotUtf8)
-                }
-                (OpCode::Text, text) => Ok(Some(Message::Text(text))),
+                (OpCode::Text, text) => ByteString::try_from(text)
+                    .map(|text| Some(Message::Text(text)))
+                    .map_err(|_| ReadError::NotUtf8),
                 (_, binary) => Ok(Some(Message::Binary(binary))),
             };
         }
@@ -240,6 +241,15 @@ impl FrameReader {
             let mut small = BytesMut::with_capacity(SMALL_READ_BUFFER);
             small.extend_from_slice(&self.buffer);
             self.buffer = small;
+            self.grown = false;
+        }
+    }
+
+    /// Lets the buffer go when it holds nothing unread, so that an idle socket keeps
+    /// no read buffer at all; the next [`FrameReader::buffer`] takes a small one again.
+    pub fn release_if_empty(&mut self) {
+        if self.buffer.is_empty() && self.partial.is_none() {
+            self.buffer = BytesMut::new();
             self.grown = false;
         }
     }

@@ -59,7 +59,7 @@ fn masked_frames_become_messages_however_the_bytes_arrive() {
     bytes.extend(client(0x82, &[1, 2, 3]));
     bytes.extend(client(0x88, &[0x03, 0xE8, b'o', b'k']));
     let expected = vec![
-        Ok(Message::Text(Bytes::from_static(b"{\"event\":\"ping\"}"))),
+        Ok(Message::Text("{\"event\":\"ping\"}".into())),
         Ok(Message::Ping(Bytes::from_static(b"hi"))),
         Ok(Message::Binary(Bytes::from_static(&[1, 2, 3]))),
         Ok(Message::Close(Some((1000, Bytes::from_static(b"ok"))))),
@@ -86,7 +86,7 @@ fn continuations_join_and_control_frames_may_come_between() {
         read_all(&mut reader, &bytes),
         vec![
             Ok(Message::Ping(Bytes::new())),
-            Ok(Message::Text(Bytes::from_static(b"abcde")))
+            Ok(Message::Text("abcde".into()))
         ]
     );
 }
@@ -149,10 +149,34 @@ fn the_buffer_grows_for_a_large_frame_and_shrinks_back() {
     rest.extend(client(0x81, b"small"));
     let got = read_all(&mut reader, &rest);
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0], Ok(Message::Text(Bytes::from(big))));
+    assert_eq!(
+        got[0],
+        Ok(Message::Text(String::from_utf8(big).unwrap().into()))
+    );
     assert!(
         reader.capacity() <= 2 * SMALL_READ_BUFFER,
         "{}",
         reader.capacity()
     );
+}
+
+#[test]
+fn an_idle_reader_keeps_no_buffer_and_takes_a_small_one_to_read() {
+    let mut reader = FrameReader::new(1 << 20, &[]);
+    reader.release_if_empty();
+    assert_eq!(reader.capacity(), 0);
+    let frame = client(0x81, b"hello");
+    reader.buffer().extend_from_slice(&frame[..3]);
+    assert_eq!(reader.capacity(), SMALL_READ_BUFFER);
+    assert_eq!(reader.next_message(), Ok(None));
+    // Half a frame is unread: the buffer stays.
+    reader.release_if_empty();
+    assert_eq!(reader.capacity(), SMALL_READ_BUFFER);
+    reader.buffer().extend_from_slice(&frame[3..]);
+    assert_eq!(
+        reader.next_message(),
+        Ok(Some(Message::Text("hello".into())))
+    );
+    reader.release_if_empty();
+    assert_eq!(reader.capacity(), 0);
 }

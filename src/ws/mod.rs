@@ -1,12 +1,14 @@
 //! The WebSocket endpoint: the handshake (origin, token, per-subject limit), the
 //! session actor that owns one socket, and the frames they speak.
 //!
-//! Sessions write through actix-ws today. [`frame`] and [`writer`] are the codec and
-//! the vectored socket writer for a session that owns its socket once the connection
-//! leaves the HTTP/1 dispatcher; they are tested on their own and not yet wired in.
+//! An upgrade request never reaches the HTTP routes: [`upgrade`] answers it, and once
+//! the checks in [`handshake`] pass, the connection leaves the HTTP/1 dispatcher (and
+//! its buffers) for a [`WsSession`] that reads and writes the socket itself
+//! ([`socket`], [`outbox`], the [`frame`] codec and the vectored [`writer`]).
 
 mod connections;
 pub mod frame;
+mod handshake;
 mod joins;
 mod origins;
 mod outbox;
@@ -14,9 +16,11 @@ pub mod protocol;
 mod rate_limit;
 mod route;
 mod session;
+mod socket;
+pub mod upgrade;
 pub mod writer;
 
-pub use connections::{ConnectionCounter, ConnectionSlot};
+pub use connections::{ConnectionCounter, ConnectionSlot, Full};
 pub use origins::Origins;
 pub use rate_limit::{RateLimiter, Verdict};
 pub use route::{websocket, SessionIds, WsContext};
@@ -25,8 +29,18 @@ pub use route::{websocket, SessionIds, WsContext};
 pub use route::__path_websocket;
 pub use session::WsSession;
 
-/// Close code sent when a token expires without `refreshToken`.
-pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
-
-/// Close code: an operator disconnected the token's subject.
-pub const CLOSE_REVOKED: u16 = 4003;
+/// The close codes the hub sends.
+pub mod close_code {
+    /// The session ended normally (or the client sent no code).
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const AWAY: u16 = 1001;
+    /// The client broke a policy (the rate limit).
+    pub const POLICY: u16 = 1008;
+    /// Try again later: a slow consumer, or a room's history out of reach.
+    pub const AGAIN: u16 = 1013;
+    /// The token expired without `refreshToken`.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// An operator disconnected the token's subject.
+    pub const REVOKED: u16 = 4003;
+}

@@ -1,180 +1,190 @@
-//! A session's outgoing queue, bounded in bytes.
+//! A session's outgoing frames, written straight to its socket and bounded in bytes.
 //!
-//! actix-ws hands frames to the HTTP dispatcher through a channel of 32 messages;
-//! when a client stops reading, that channel fills and `Session::text` waits. The
-//! writer task here is the only thing that waits: the session actor pushes frames
-//! into the outbox without blocking, the outbox counts the bytes not yet handed to
-//! actix-ws (every frame: events, replies, pings and pongs alike), and past the cap
-//! the session is closed as a slow consumer and the queue freed. So a client that
-//! never reads costs at most its cap (plus the dispatcher's fixed buffers), and never
-//! slows anyone else.
+//! A frame goes to the kernel at once through the [`SocketWriter`] (one vectored
+//! write of its header and its shared payload). Only what the kernel does not take is
+//! queued, counted against the session's cap (every frame alike: events, replies,
+//! pings and pongs); past the cap the session is closed as a slow consumer and the
+//! queue dropped. So a client that never reads costs at most its cap, and never slows
+//! anyone else.
+//!
+//! The session arms one wait for writability whenever frames are queued
+//! ([`Outbox::wait_writable`]), then [`Outbox::flush`]es. When the session ends,
+//! [`Outbox::finish`] hands the socket to a short task that writes what is left (the
+//! close frame, usually), half-closes, and reads until the client closes too.
 
-use std::cell::Cell;
+use std::future::Future;
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use actix_ws::{CloseReason, Session};
-use bytestring::ByteString;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-/// How long a closing writer may take to flush before it is cut off. What it holds
-/// meanwhile is bounded: actix-ws's channel of 32 frames whose bytes are shared with
-/// every other recipient.
+use super::frame::OpCode;
+use super::socket::Connection;
+use super::writer::{Overflow, SocketWriter};
+
+/// How long a closing session's last frames may take to reach a client that does not
+/// read. What is held meanwhile is bounded: the cap, or after a cut-off one frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
-/// What one queued frame costs beyond its payload: its slot in the queue. Charging it
-/// keeps frames with an empty payload (a pong to an empty ping) from being free, so no
-/// frame can be queued without bound.
-const ENTRY_COST: usize = std::mem::size_of::<Outgoing>();
+/// How long a closed socket keeps reading, so that the kernel ends the connection
+/// with FIN rather than RST (unread bytes at close mean RST, and a client may then
+/// lose the close frame it had not read yet).
+const LINGER: Duration = Duration::from_secs(2);
 
-enum Outgoing {
-    Text(ByteString),
-    Ping,
-    Pong(Bytes),
-    Close(Option<CloseReason>),
-}
-
-/// The unsent output would pass the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
-
-/// The bounded outgoing queue of one session.
+/// The outgoing side of one session's socket.
 pub struct Outbox {
-    tx: Option<mpsc::UnboundedSender<Outgoing>>,
-    /// The cost ([`cost`]) of every frame queued and not yet handed to actix-ws. Only
-    /// the methods of `Outbox` raise it, and only while it stays at most `cap`; the
-    /// writer lowers it as frames leave. Nothing else bounds the queue.
-    pending: Rc<Cell<usize>>,
-    cap: usize,
-    writer: Option<JoinHandle<()>>,
-    session: Session,
+    connection: Rc<Connection>,
+    writer: SocketWriter,
+    /// Set while a wait for writability is armed: at most one at a time.
+    waiting: bool,
+    /// Set once the close frame was sent: nothing may follow it.
+    closed: bool,
 }
 
 impl Outbox {
-    /// Starts the writer task for `session` (on the current arbiter) with a cap of
-    /// `cap` unsent bytes.
-    pub fn new(session: Session, cap: usize) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let pending = Rc::new(Cell::new(0));
-        let writer = actix_web::rt::spawn(write_loop(session.clone(), rx, pending.clone()));
+    /// The outbox of `connection`, queueing at most `cap` bytes.
+    pub fn new(connection: Rc<Connection>, cap: usize) -> Self {
         Outbox {
-            tx: Some(tx),
-            pending,
-            cap,
-            writer: Some(writer),
-            session,
+            connection,
+            writer: SocketWriter::new(cap),
+            waiting: false,
+            closed: false,
         }
     }
 
-    /// Bytes queued and not yet handed to the connection.
+    /// Bytes queued and not yet taken by the kernel.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.get()
+        self.writer.queued_bytes()
     }
 
     /// Whether `extra` more bytes would still fit under the cap.
     pub fn has_room_for(&self, extra: usize) -> bool {
-        self.pending.get() + extra <= self.cap
+        self.writer.has_room_for(extra)
     }
 
-    /// Queues a text frame, unless that would pass the cap.
-    pub fn text(&mut self, frame: ByteString) -> Result<(), Overflow> {
-        self.counted(Outgoing::Text(frame))
+    /// Sends a text frame (its bytes shared, never copied), unless queueing it would
+    /// pass the cap.
+    pub fn text(&mut self, frame: Bytes) -> Result<(), Overflow> {
+        self.send(OpCode::Text, frame)
     }
 
-    /// Queues a ping, unless that would pass the cap.
+    /// Sends a ping, unless that would pass the cap.
     pub fn ping(&mut self) -> Result<(), Overflow> {
-        self.counted(Outgoing::Ping)
+        self.send(OpCode::Ping, Bytes::new())
     }
 
-    /// Queues a pong answering the client's ping, unless that would pass the cap: a
-    /// client that pings and never reads fills its outbox like any other.
+    /// Answers the client's ping, unless that would pass the cap: a client that pings
+    /// and never reads fills its outbox like any other.
     pub fn pong(&mut self, payload: Bytes) -> Result<(), Overflow> {
-        self.counted(Outgoing::Pong(payload))
+        self.send(OpCode::Pong, payload)
     }
 
-    /// Queues a close frame after everything already queued; nothing can follow it.
-    pub fn close(&mut self, reason: Option<CloseReason>) {
-        self.push(Outgoing::Close(reason));
-        self.tx = None;
-    }
-
-    /// Drops everything queued and closes at once: for a client that does not read,
-    /// whose queue must not be kept. The close frame is best effort.
-    pub fn abandon(&mut self, reason: CloseReason) {
-        self.tx = None;
-        if let Some(writer) = self.writer.take() {
-            writer.abort();
+    /// Sends the close frame after everything already sent; nothing can follow it.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
         }
-        self.pending.set(0);
-        let session = self.session.clone();
+        self.writer
+            .send_close(&*self.connection, close_payload(code, reason));
+    }
+
+    /// Drops everything queued (but the rest of a frame the client has begun to get)
+    /// and sends the close frame: for a client that does not read, whose queue must
+    /// not be kept.
+    pub fn abandon(&mut self, code: u16, reason: &str) {
+        self.writer.abandon();
+        self.close(code, reason);
+    }
+
+    /// A wait for the socket to take more, when frames are queued and no wait is
+    /// armed yet; [`Outbox::flush`] once it completes.
+    pub fn wait_writable(&mut self) -> Option<impl Future<Output = io::Result<()>> + 'static> {
+        if self.waiting || !self.writer.has_queue() {
+            return None;
+        }
+        self.waiting = true;
+        let connection = self.connection.clone();
+        Some(async move { connection.stream().writable().await })
+    }
+
+    /// Writes queued frames while the kernel takes them.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.waiting = false;
+        self.writer.flush(&*self.connection).map(drop)
+    }
+
+    /// Hands what is left to a task on this thread: it writes the queued frames
+    /// (within [`CLOSE_GRACE`]), half-closes and lingers; the socket closes after.
+    pub fn finish(&mut self) {
+        let writer = std::mem::replace(&mut self.writer, SocketWriter::new(0));
+        let connection = self.connection.clone();
         actix_web::rt::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_GRACE, session.close(Some(reason))).await;
+            let flushed = tokio::time::timeout(CLOSE_GRACE, write_all(&connection, writer));
+            if let Ok(Ok(())) = flushed.await {
+                connection.shutdown_write();
+                let _ = tokio::time::timeout(LINGER, read_to_end(&connection)).await;
+            }
         });
     }
 
-    fn counted(&mut self, item: Outgoing) -> Result<(), Overflow> {
-        let cost = cost(&item);
-        if !self.has_room_for(cost) {
-            return Err(Overflow);
+    fn send(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Overflow> {
+        if self.closed {
+            return Ok(());
         }
-        self.pending.set(self.pending.get() + cost);
-        self.push(item);
-        Ok(())
-    }
-
-    fn push(&mut self, item: Outgoing) {
-        if let Some(tx) = &self.tx {
-            // The writer only stops when the connection is gone; then frames are moot.
-            let _ = tx.send(item);
-        }
+        self.writer.send(&*self.connection, opcode, payload)
     }
 }
 
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        self.tx = None;
-        // The writer flushes what is queued (a close frame, typically); a client that
-        // does not read gets CLOSE_GRACE, then the writer and its queue are dropped.
-        if let Some(writer) = self.writer.take().filter(|w| !w.is_finished()) {
-            actix_web::rt::spawn(async move {
-                tokio::time::sleep(CLOSE_GRACE).await;
-                writer.abort();
-            });
-        }
+/// The payload of a close frame: the code, then the reason cut to fit 125 bytes at a
+/// character boundary.
+fn close_payload(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    Bytes::from(payload)
 }
 
-/// What a queued frame counts against the cap: its payload and its queue slot.
-fn cost(item: &Outgoing) -> usize {
-    ENTRY_COST
-        + match item {
-            Outgoing::Text(frame) => frame.len(),
-            Outgoing::Pong(payload) => payload.len(),
-            Outgoing::Ping | Outgoing::Close(_) => 0,
-        }
+async fn write_all(connection: &Connection, mut writer: SocketWriter) -> io::Result<()> {
+    while !writer.flush(connection)? {
+        connection.stream().writable().await?;
+    }
+    Ok(())
 }
 
-async fn write_loop(
-    mut session: Session,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    pending: Rc<Cell<usize>>,
-) {
-    while let Some(item) = rx.recv().await {
-        let cost = cost(&item);
-        let sent = match item {
-            Outgoing::Text(frame) => session.text(frame).await,
-            Outgoing::Ping => session.ping(b"").await,
-            Outgoing::Pong(payload) => session.pong(&payload).await,
-            Outgoing::Close(reason) => {
-                let _ = session.close(reason).await;
-                return;
-            }
-        };
-        pending.set(pending.get().saturating_sub(cost));
-        if sent.is_err() {
+/// Reads and drops what the client still sends, until it closes.
+async fn read_to_end(connection: &Connection) {
+    let mut scratch = [0u8; 1024];
+    loop {
+        if connection.stream().readable().await.is_err() {
             return;
         }
+        match connection.stream().try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_payload;
+
+    #[test]
+    fn a_close_payload_is_the_code_then_the_reason() {
+        assert_eq!(&close_payload(1013, "slow")[..], b"\x03\xf5slow");
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary_to_fit_a_control_frame() {
+        let payload = close_payload(1000, &"é".repeat(100));
+        assert!(payload.len() <= 125, "{}", payload.len());
+        assert!(std::str::from_utf8(&payload[2..]).is_ok());
     }
 }

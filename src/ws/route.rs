@@ -1,26 +1,24 @@
-//! `GET /ws`: the handshake. Checks the `Origin`, authenticates the token (header,
-//! `Sec-WebSocket-Protocol` or `access_token`), enforces the per-subject connection
-//! limit, and only then upgrades and starts a [`WsSession`].
+//! `GET /ws` as a route, and what every session of a node shares ([`WsContext`]).
 //!
-//! The token is never logged.
+//! A real handshake (`Upgrade: websocket`) never gets here: the server hands it to
+//! [`upgrade`](super::upgrade) before routing. What does get here is a request to
+//! `/ws` that is not an upgrade; it gets the same checks, so a client learns first
+//! what is wrong with its token, and then a 400.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{ConnectionCounter, Origins, WsSession};
-use crate::auth::{bearer_token, revoked, AuthError, Revocations, TokenVerifier};
+use super::handshake::{accept, admit};
+use super::ConnectionCounter;
+use super::Origins;
+use crate::auth::{Revocations, TokenVerifier};
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::Metrics;
 use crate::rooms::Hub;
-
-/// The subprotocol a browser offers beside `bearer.<jwt>`, and the one the hub selects.
-pub const SUBPROTOCOL: &str = "eventide";
 
 /// What every session of this node shares.
 pub struct WsContext {
@@ -55,37 +53,9 @@ impl Default for SessionIds {
 }
 
 impl SessionIds {
-    fn next(&self) -> u64 {
+    pub(super) fn next(&self) -> u64 {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
-}
-
-/// A token offered as the subprotocol `bearer.<jwt>`, for browsers that should not put
-/// it in the URL: `new WebSocket(url, ["eventide", "bearer." + jwt])`.
-fn subprotocol_token(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_owned))
-}
-
-fn query_token(req: &HttpRequest) -> Option<String> {
-    web::Query::<TokenQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.into_inner().access_token)
-        .filter(|t| !t.is_empty())
-}
-
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `GET /ws`
@@ -110,82 +80,11 @@ fn peer(req: &HttpRequest) -> String {
 )]
 pub async fn websocket(
     req: HttpRequest,
-    body: web::Payload,
     context: web::Data<Arc<WsContext>>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        if !context.origins.allows(origin.as_bytes()) {
-            log::info!(
-                "handshake from {} refused: origin {:?} is not allowed",
-                peer(&req),
-                origin
-            );
-            context.metrics.rejected(Rejection::Origin).inc();
-            return Err(ApiError::Forbidden(
-                "this origin is not allowed (EVENTIDE_ALLOWED_ORIGINS)".into(),
-            ));
-        }
-    }
-    let token = bearer_token(&req)
-        .map(str::to_owned)
-        .or_else(|| subprotocol_token(&req))
-        .or_else(|| query_token(&req));
-    let claims = match token {
-        None => Err(AuthError::Missing),
-        Some(token) => context.verifier.verify_fresh(&token).await,
-    }
-    .map_err(ApiError::from)
-    .and_then(|claims| {
-        if context.revocations.is_revoked(&claims) {
-            Err(revoked())
-        } else {
-            Ok(claims)
-        }
-    })
-    .map_err(|e| {
-        log::info!("handshake from {} refused: {e}", peer(&req));
-        context.metrics.rejected(Rejection::Token).inc();
-        e
-    })?;
-    let max = context.limits.max_connections_per_sub;
-    // In a cluster the limit counts the subject's sockets on every node.
-    let elsewhere = match context.hub.backplane() {
-        Some(backplane) => backplane.census().sockets_elsewhere(&claims.sub).await,
-        None => 0,
-    };
-    let slot = context
-        .connections
-        .try_acquire(&claims.sub, max.saturating_sub(elsewhere))
-        .ok_or_else(|| {
-            log::info!(
-                "handshake from {} refused: sub {:?} already holds {max} sockets",
-                peer(&req),
-                claims.sub
-            );
-            context
-                .metrics
-                .rejected(Rejection::TooManyConnections)
-                .inc();
-            ApiError::TooManyRequests(format!(
-                "this subject already holds {max} open sockets (EVENTIDE_MAX_CONNECTIONS_PER_SUB)"
-            ))
-        })?;
-
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
-        .map_err(|e| {
-        context.metrics.rejected(Rejection::NotWebsocket).inc();
-        ApiError::BadRequest(format!("not a WebSocket upgrade: {e}"))
-    })?;
-    let max_message = context.limits.max_message_bytes;
-    let stream = stream
-        .max_frame_size(max_message)
-        .aggregate_continuations()
-        .max_continuation_size(max_message);
-    let id = context.ids.next();
-    let context: Arc<WsContext> = context.get_ref().clone();
-    WsSession::create(move |ctx| {
-        ctx.add_stream(stream);
-        WsSession::new(id, claims, context, session, slot)
-    });
-    Ok(response)
+    // The slot taken by a successful check is given back at once.
+    drop(admit(&context, req.head()).await?);
+    Err(accept(&context, req.head())
+        .err()
+        .unwrap_or_else(|| ApiError::BadRequest("not a WebSocket upgrade".into())))
 }

@@ -4,7 +4,7 @@
 //! when it starts and deregisters when it stops; parses, rate-limits and authorizes
 //! client frames; runs room requests in the client's order ([`Rooms`]); pings the
 //! client and drops it when silent; closes with 4001 when its token expires; and
-//! writes every frame through a byte-bounded [`Outbox`].
+//! writes every frame straight to its own socket through a byte-bounded [`Outbox`].
 //!
 //! Joining: the session joins its shard first, which answers where the room's stream
 //! stands on this node (version `p`); live events after `p` arrive meanwhile and are
@@ -12,22 +12,26 @@
 //! and sends `joinedRoom`, that replay, then the held events. Every version is thus
 //! delivered once, in order, and none is lost between the read and the subscription.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod rooms;
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_web::web::Bytes;
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
+use super::close_code::{AGAIN, AWAY, NORMAL, POLICY, REVOKED, TOKEN_EXPIRED};
+use super::frame::{Message, ReadError};
 use super::joins::{RoomRequest, Rooms};
 use super::outbox::Outbox;
 use super::protocol::{self, ClientRequest, ErrorCode, FrameError};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::route::WsContext;
-use super::{ConnectionSlot, CLOSE_REVOKED, CLOSE_TOKEN_EXPIRED};
+use super::socket::{Connection, Incoming};
+use super::ConnectionSlot;
 use crate::auth::Claims;
 use crate::rooms::{Link, SessionId, SessionMsg};
 
@@ -55,12 +59,29 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session for an accepted socket.
-    pub fn new(
+    /// Starts the session of an upgraded connection on this thread, reading
+    /// `connection` from `unread` (the bytes that came with the handshake) on.
+    pub(super) fn start(
         id: SessionId,
         claims: Claims,
         context: Arc<WsContext>,
-        session: actix_ws::Session,
+        connection: Rc<Connection>,
+        unread: &[u8],
+        slot: ConnectionSlot,
+    ) {
+        let max_message = context.limits.max_message_bytes;
+        let incoming = Incoming::new(connection.clone(), max_message, unread);
+        WsSession::create(move |ctx| {
+            ctx.add_stream(incoming);
+            WsSession::new(id, claims, context, connection, slot)
+        });
+    }
+
+    fn new(
+        id: SessionId,
+        claims: Claims,
+        context: Arc<WsContext>,
+        connection: Rc<Connection>,
         slot: ConnectionSlot,
     ) -> Self {
         let limits = &context.limits;
@@ -68,7 +89,7 @@ impl WsSession {
         WsSession {
             id,
             claims,
-            outbox: Outbox::new(session, limits.max_pending_bytes),
+            outbox: Outbox::new(connection, limits.max_pending_bytes),
             limiter: RateLimiter::new(
                 limits.max_frames_per_sec,
                 limits.max_frame_burst,
@@ -90,10 +111,26 @@ impl WsSession {
         if self.closing {
             return;
         }
-        match self.outbox.text(frame) {
+        match self.outbox.text(frame.into_bytes()) {
             Ok(()) => self.context.metrics.frames_sent.inc(),
-            Err(_) => self.drop_slow_consumer(ctx),
+            Err(_) => return self.drop_slow_consumer(ctx),
         }
+        self.watch_outbox(ctx);
+    }
+
+    /// Arms one wait for the socket to take what the kernel refused, if anything was
+    /// refused; the wait flushes and re-arms until the queue is empty.
+    fn watch_outbox(&mut self, ctx: &mut Context<Self>) {
+        let Some(writable) = self.outbox.wait_writable() else {
+            return;
+        };
+        ctx.spawn(writable.into_actor(self).map(|ready, act, ctx| {
+            match ready.and_then(|()| act.outbox.flush()) {
+                Ok(()) => act.watch_outbox(ctx),
+                // The reader sees the same failure; nothing more can be written.
+                Err(_) => ctx.stop(),
+            }
+        }));
     }
 
     fn send_error(
@@ -106,17 +143,14 @@ impl WsSession {
         self.send(frame, ctx);
     }
 
-    fn close(&mut self, code: CloseCode, why: &str, ctx: &mut Context<Self>) {
+    fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
         log::info!(
             "session {} ({}) closed by the hub: {why}",
             self.id,
             self.claims.sub
         );
         self.closing = true;
-        self.outbox.close(Some(CloseReason {
-            code,
-            description: Some(why.to_owned()),
-        }));
+        self.outbox.close(code, why);
         ctx.stop();
     }
 
@@ -133,10 +167,8 @@ impl WsSession {
             self.claims.sub,
             self.outbox.pending_bytes()
         );
-        self.outbox.abandon(CloseReason {
-            code: CloseCode::Again,
-            description: Some("slow consumer: too much unsent data".into()),
-        });
+        self.outbox
+            .abandon(AGAIN, "slow consumer: too much unsent data");
         ctx.stop();
     }
 
@@ -156,7 +188,7 @@ impl WsSession {
             .unwrap_or_default()
             .as_secs();
         if now >= deadline {
-            return self.close(CloseCode::Other(CLOSE_TOKEN_EXPIRED), "token expired", ctx);
+            return self.close(TOKEN_EXPIRED, "token expired", ctx);
         }
         let wait = Duration::from_secs((deadline - now).min(MAX_EXPIRY_TIMER_SECS));
         self.expiry = Some(ctx.run_later(wait, |act, ctx| act.schedule_expiry(ctx)));
@@ -164,9 +196,12 @@ impl WsSession {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.context.limits.client_timeout() {
-            self.close(CloseCode::Normal, "heartbeat timeout", ctx);
-        } else if !self.closing && self.outbox.ping().is_err() {
-            self.drop_slow_consumer(ctx);
+            self.close(NORMAL, "heartbeat timeout", ctx);
+        } else if !self.closing {
+            match self.outbox.ping() {
+                Ok(()) => self.watch_outbox(ctx),
+                Err(_) => self.drop_slow_consumer(ctx),
+            }
         }
     }
 
@@ -258,6 +293,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.outbox.finish();
         // `refreshToken` keeps the role, so this is the gauge `started` raised.
         self.context.metrics.connections.dec();
         self.context.metrics.connections_of(self.claims.role).dec();
@@ -276,42 +312,37 @@ impl Handler<SessionMsg> for WsSession {
             SessionMsg::Event(event) => self.deliver(event, ctx),
             SessionMsg::Resync { room, version } => self.resync(room, version, ctx),
             SessionMsg::Unavailable => self.close(
-                CloseCode::Again,
+                AGAIN,
                 "a room's history is unreachable; reconnect with since",
                 ctx,
             ),
             SessionMsg::Evicted => self.drop_slow_consumer(ctx),
-            SessionMsg::Revoked => self.close(CloseCode::Other(CLOSE_REVOKED), "revoked", ctx),
-            SessionMsg::GoingAway => self.close(CloseCode::Away, "server shutting down", ctx),
+            SessionMsg::Revoked => self.close(REVOKED, "revoked", ctx),
+            SessionMsg::GoingAway => self.close(AWAY, "server shutting down", ctx),
         }
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Message, ReadError>> for WsSession {
+    fn handle(&mut self, item: Result<Message, ReadError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         let message = match item {
             Ok(message) => message,
-            Err(ProtocolError::Overflow) => {
-                return self.close(CloseCode::Size, "message too big", ctx);
-            }
-            Err(ProtocolError::Io(e)) if e.to_string().contains("continuation size") => {
-                return self.close(CloseCode::Size, "message too big", ctx);
-            }
-            Err(e) => {
-                log::debug!("session {}: protocol error: {e}", self.id);
-                return self.close(CloseCode::Protocol, "protocol error", ctx);
+            Err(refused) => {
+                let why = match refused {
+                    ReadError::Protocol => "protocol error",
+                    ReadError::NotUtf8 => "text that is not UTF-8",
+                    ReadError::TooBig => "message too big",
+                };
+                return self.close(refused.close_code(), why, ctx);
             }
         };
-        if matches!(
-            message,
-            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)
-        ) {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
             self.context.metrics.frames_received.inc();
         }
         if matches!(
             message,
-            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) | AggregatedMessage::Ping(_)
+            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
         ) {
             match self.limiter.check(Instant::now()) {
                 Verdict::Allow => {}
@@ -326,33 +357,37 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                     };
                     // A binary frame or a ping has no `ref`; a text frame may.
                     let reference = match &message {
-                        AggregatedMessage::Text(text) => protocol::reference_of(text),
+                        Message::Text(text) => protocol::reference_of(text),
                         _ => None,
                     };
                     return self.send_error(reference.as_ref(), &error, ctx);
                 }
                 Verdict::Disconnect => {
-                    return self.close(CloseCode::Policy, "rate limit exceeded", ctx);
+                    return self.close(POLICY, "rate limit exceeded", ctx);
                 }
             }
         }
         match message {
-            AggregatedMessage::Text(text) => self.on_text(&text, ctx),
-            AggregatedMessage::Binary(_) => {
+            Message::Text(text) => self.on_text(&text, ctx),
+            Message::Binary(_) => {
                 // A binary frame is not JSON, so it carries no `ref` to echo.
                 let error =
                     FrameError::bad_request("binary frames are not supported: send JSON text");
                 self.send_error(None, &error, ctx);
             }
-            AggregatedMessage::Ping(payload) => {
-                if !self.closing && self.outbox.pong(payload).is_err() {
-                    self.drop_slow_consumer(ctx);
+            Message::Ping(payload) => {
+                if !self.closing {
+                    match self.outbox.pong(payload) {
+                        Ok(()) => self.watch_outbox(ctx),
+                        Err(_) => self.drop_slow_consumer(ctx),
+                    }
                 }
             }
-            AggregatedMessage::Pong(_) => {}
-            AggregatedMessage::Close(reason) => {
+            Message::Pong(_) => {}
+            Message::Close(reason) => {
                 log::debug!("session {}: client closed ({reason:?})", self.id);
-                self.outbox.close(reason);
+                self.closing = true;
+                self.outbox.close(echoed_close_code(reason), "");
                 ctx.stop();
             }
         }
@@ -360,5 +395,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// The code to answer a client's close frame with: its own, as RFC 6455 asks, unless
+/// it is one no endpoint may send (then, like no code at all, 1000).
+fn echoed_close_code(reason: Option<(u16, Bytes)>) -> u16 {
+    match reason {
+        Some((code, _)) if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) => code,
+        _ => NORMAL,
     }
 }

@@ -68,7 +68,7 @@ pub struct SocketWriter {
     /// written. Whenever it is empty, a new frame may be written straight away.
     queue: VecDeque<Queued>,
     /// The unsent bytes of `queue` plus `ENTRY_COST` per entry; at most `cap` after
-    /// every `send` that returned `Ok`.
+    /// every `send` that returned `Ok`, plus the close frame once one was sent.
     queued: usize,
     cap: usize,
 }
@@ -88,6 +88,11 @@ impl SocketWriter {
         self.queued
     }
 
+    /// Whether `extra` more queued bytes would stay within the cap.
+    pub fn has_room_for(&self, extra: usize) -> bool {
+        self.queued.saturating_add(extra) <= self.cap
+    }
+
     /// Whether frames wait for the socket to become writable.
     pub fn has_queue(&self) -> bool {
         !self.queue.is_empty()
@@ -99,6 +104,34 @@ impl SocketWriter {
         io: &impl TryWrite,
         opcode: OpCode,
         payload: Bytes,
+    ) -> Result<(), Overflow> {
+        self.write_or_queue(io, opcode, payload, self.cap)
+    }
+
+    /// Writes the close frame, queueing what the kernel does not take even past the
+    /// cap: it is the last frame, and at most 125 bytes.
+    pub fn send_close(&mut self, io: &impl TryWrite, payload: Bytes) {
+        let _ = self.write_or_queue(io, OpCode::Close, payload, usize::MAX);
+    }
+
+    /// Drops every queued frame but a partly written first one (the client must get
+    /// whole frames): for a client cut off as a slow consumer, whose close frame
+    /// follows.
+    pub fn abandon(&mut self) {
+        let partial = self.queue.pop_front().filter(|first| first.written > 0);
+        self.clear();
+        if let Some(first) = partial {
+            self.queued = first.unsent() + ENTRY_COST;
+            self.queue.push_back(first);
+        }
+    }
+
+    fn write_or_queue(
+        &mut self,
+        io: &impl TryWrite,
+        opcode: OpCode,
+        payload: Bytes,
+        cap: usize,
     ) -> Result<(), Overflow> {
         let mut header_buf = [0u8; MAX_HEADER];
         let header_len = header(opcode, payload.len(), &mut header_buf).len();
@@ -119,7 +152,7 @@ impl SocketWriter {
             }
         }
         let cost = frame.unsent() + ENTRY_COST;
-        if self.queued + cost > self.cap {
+        if self.queued.saturating_add(cost) > cap {
             return Err(Overflow);
         }
         self.queued += cost;
@@ -162,7 +195,7 @@ impl SocketWriter {
         Ok(true)
     }
 
-    /// Drops everything queued: for a client cut off as a slow consumer.
+    /// Drops everything queued.
     pub fn clear(&mut self) {
         self.queue.clear();
         self.queued = 0;

@@ -103,3 +103,42 @@ fn past_the_cap_the_writer_refuses_and_clear_frees_the_queue() {
     assert_eq!(writer.queued_bytes(), 0);
     assert!(!writer.has_queue());
 }
+
+#[test]
+fn a_cut_off_client_gets_the_rest_of_its_current_frame_then_the_close_frame() {
+    let socket = FakeSocket::with_room(3);
+    let cap = 4 * (100 + 2 + ENTRY_COST);
+    let mut writer = SocketWriter::new(cap);
+    for _ in 0..4 {
+        writer
+            .send(&socket, OpCode::Text, Bytes::from(vec![b'z'; 100]))
+            .unwrap();
+    }
+    assert!(writer.send(&socket, OpCode::Text, Bytes::new()).is_err());
+    writer.abandon();
+    // Only the frame the client has begun to get stays: 99 of its 102 bytes.
+    assert_eq!(writer.queued_bytes(), 99 + ENTRY_COST);
+    // The close frame goes even past the cap.
+    writer.send_close(&socket, Bytes::from_static(b"\x03\xf5"));
+    assert_eq!(writer.queued_bytes(), 99 + 4 + 2 * ENTRY_COST);
+    socket.room.set(usize::MAX);
+    assert!(writer.flush(&socket).unwrap());
+    let mut expected = frame(&[b'z'; 100]);
+    expected.extend([0x88, 2, 0x03, 0xf5]);
+    assert_eq!(*socket.taken.borrow(), expected);
+}
+
+#[test]
+fn a_client_cut_off_between_frames_gets_only_the_close_frame() {
+    let socket = FakeSocket::with_room(0);
+    let mut writer = SocketWriter::new(1000);
+    writer
+        .send(&socket, OpCode::Text, Bytes::from_static(b"never"))
+        .unwrap();
+    writer.abandon();
+    assert!(!writer.has_queue());
+    writer.send_close(&socket, Bytes::from_static(b"\x03\xe8"));
+    socket.room.set(usize::MAX);
+    assert!(writer.flush(&socket).unwrap());
+    assert_eq!(*socket.taken.borrow(), vec![0x88, 2, 0x03, 0xe8]);
+}

@@ -98,7 +98,7 @@ async fn a_message_over_the_limit_closes_with_1009() {
     );
 
     // Continuation frames count too.
-    use actix_ws::Item;
+    use actix_http::ws::Item;
     use awc::ws::Message;
     use futures_util::SinkExt;
     let mut socket = app.ws(&admin()).await;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_codec::Framed;
-// awc does not re-export the continuation `Item`; actix-ws (same actix-http) does.
-use actix_ws::Item;
+// awc does not re-export the continuation `Item`; actix-http (the same one) does.
+use actix_http::ws::Item;
 use awc::{ws, BoxedSocket};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
