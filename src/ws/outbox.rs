@@ -1,16 +1,18 @@
 //! A session's outgoing frames, written straight to its socket and bounded in bytes.
 //!
-//! A frame goes to the kernel at once through the [`SocketWriter`] (one vectored
-//! write of its header and its shared payload). Only what the kernel does not take is
-//! queued, counted against the session's cap (every frame alike: events, replies,
-//! pings and pongs); past the cap the session is closed as a slow consumer and the
-//! queue dropped. So a client that never reads costs at most its cap, and never slows
-//! anyone else.
+//! Frames are queued as they come and written together once the session has handled
+//! everything its wake-up brought: one vectored write of each frame's header and its
+//! shared payload (never copied), however many events arrived at once. What the kernel
+//! does not take stays queued, counted against the session's cap (every frame alike:
+//! events, replies, pings and pongs); past the cap the session is closed as a slow
+//! consumer and the queue dropped. So a client that never reads costs at most its cap,
+//! and never slows anyone else.
 //!
-//! The session arms one wait for writability whenever frames are queued
-//! ([`Outbox::wait_writable`]), then [`Outbox::flush`]es. When the session ends,
-//! [`Outbox::finish`] hands the socket to a short task that writes what is left (the
-//! close frame, usually), half-closes, and reads until the client closes too.
+//! The session drives the outbox: [`Outbox::schedule_flush`] after queueing, a flush
+//! at the end of the wake-up, and [`Outbox::wait_writable`] while the kernel refuses.
+//! When the session ends, [`Outbox::finish`] hands the socket to a short task that
+//! writes what is left (the close frame, usually), half-closes, and reads until the
+//! client closes too.
 
 use std::future::Future;
 use std::io;
@@ -32,12 +34,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// lose the close frame it had not read yet).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// What will write the queued frames; at most one of them is armed at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Nothing: nothing is queued, or the session has yet to schedule a flush.
+    Idle,
+    /// A flush at the end of the session's wake-up.
+    Scheduled,
+    /// A wait for the socket to take more.
+    Writable,
+}
+
 /// The outgoing side of one session's socket.
 pub struct Outbox {
     connection: Rc<Connection>,
     writer: SocketWriter,
-    /// Set while a wait for writability is armed: at most one at a time.
-    waiting: bool,
+    flush: Flush,
     /// Set once the close frame was sent: nothing may follow it.
     closed: bool,
 }
@@ -48,7 +60,7 @@ impl Outbox {
         Outbox {
             connection,
             writer: SocketWriter::new(cap),
-            waiting: false,
+            flush: Flush::Idle,
             closed: false,
         }
     }
@@ -63,13 +75,13 @@ impl Outbox {
         self.writer.has_room_for(extra)
     }
 
-    /// Sends a text frame (its bytes shared, never copied), unless queueing it would
-    /// pass the cap.
+    /// Queues a text frame (its bytes shared, never copied), unless that would pass
+    /// the cap.
     pub fn text(&mut self, frame: Bytes) -> Result<(), Overflow> {
         self.send(OpCode::Text, frame)
     }
 
-    /// Sends a ping, unless that would pass the cap.
+    /// Queues a ping, unless that would pass the cap.
     pub fn ping(&mut self) -> Result<(), Overflow> {
         self.send(OpCode::Ping, Bytes::new())
     }
@@ -97,21 +109,32 @@ impl Outbox {
         self.close(code, reason);
     }
 
-    /// A wait for the socket to take more, when frames are queued and no wait is
-    /// armed yet; [`Outbox::flush`] once it completes.
-    pub fn wait_writable(&mut self) -> Option<impl Future<Output = io::Result<()>> + 'static> {
-        if self.waiting || !self.writer.has_queue() {
-            return None;
+    /// Whether the session must schedule a flush: frames are queued and nothing is
+    /// armed to write them yet.
+    pub fn schedule_flush(&mut self) -> bool {
+        let idle = self.flush == Flush::Idle && self.writer.has_queue();
+        if idle {
+            self.flush = Flush::Scheduled;
         }
-        self.waiting = true;
-        let connection = self.connection.clone();
-        Some(async move { connection.stream().writable().await })
+        idle
     }
 
-    /// Writes queued frames while the kernel takes them.
+    /// Writes queued frames while the kernel takes them; then, if some are left, the
+    /// session arms [`Outbox::wait_writable`].
     pub fn flush(&mut self) -> io::Result<()> {
-        self.waiting = false;
+        self.flush = Flush::Idle;
         self.writer.flush(&*self.connection).map(drop)
+    }
+
+    /// A wait for the socket to take more, when frames are left after a flush and no
+    /// wait is armed yet; [`Outbox::flush`] once it completes.
+    pub fn wait_writable(&mut self) -> Option<impl Future<Output = io::Result<()>> + 'static> {
+        if self.flush != Flush::Idle || !self.writer.has_queue() {
+            return None;
+        }
+        self.flush = Flush::Writable;
+        let connection = self.connection.clone();
+        Some(async move { connection.stream().writable().await })
     }
 
     /// Hands what is left to a task on this thread: it writes the queued frames
@@ -132,7 +155,7 @@ impl Outbox {
         if self.closed {
             return Ok(());
         }
-        self.writer.send(&*self.connection, opcode, payload)
+        self.writer.queue(opcode, payload)
     }
 }
 

@@ -115,22 +115,32 @@ impl WsSession {
             Ok(()) => self.context.metrics.frames_sent.inc(),
             Err(_) => return self.drop_slow_consumer(ctx),
         }
-        self.watch_outbox(ctx);
+        self.after_queue(ctx);
     }
 
-    /// Arms one wait for the socket to take what the kernel refused, if anything was
-    /// refused; the wait flushes and re-arms until the queue is empty.
-    fn watch_outbox(&mut self, ctx: &mut Context<Self>) {
-        let Some(writable) = self.outbox.wait_writable() else {
-            return;
-        };
-        ctx.spawn(writable.into_actor(self).map(|ready, act, ctx| {
-            match ready.and_then(|()| act.outbox.flush()) {
-                Ok(()) => act.watch_outbox(ctx),
-                // The reader sees the same failure; nothing more can be written.
-                Err(_) => ctx.stop(),
-            }
-        }));
+    /// Schedules the flush of what was just queued for the end of this wake-up, so
+    /// that every frame it brings goes out in one write.
+    fn after_queue(&mut self, ctx: &mut Context<Self>) {
+        if self.outbox.schedule_flush() {
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.outbox.flush().is_err() {
+            // The reader sees the same failure; nothing more can be written.
+            return ctx.stop();
+        }
+        if let Some(writable) = self.outbox.wait_writable() {
+            ctx.spawn(
+                writable
+                    .into_actor(self)
+                    .map(|ready, act, ctx| match ready {
+                        Ok(()) => act.flush(ctx),
+                        Err(_) => ctx.stop(),
+                    }),
+            );
+        }
     }
 
     fn send_error(
@@ -199,7 +209,7 @@ impl WsSession {
             self.close(NORMAL, "heartbeat timeout", ctx);
         } else if !self.closing {
             match self.outbox.ping() {
-                Ok(()) => self.watch_outbox(ctx),
+                Ok(()) => self.after_queue(ctx),
                 Err(_) => self.drop_slow_consumer(ctx),
             }
         }
@@ -378,7 +388,7 @@ impl StreamHandler<Result<Message, ReadError>> for WsSession {
             Message::Ping(payload) => {
                 if !self.closing {
                     match self.outbox.pong(payload) {
-                        Ok(()) => self.watch_outbox(ctx),
+                        Ok(()) => self.after_queue(ctx),
                         Err(_) => self.drop_slow_consumer(ctx),
                     }
                 }

@@ -33,6 +33,15 @@ impl TryWrite for tokio::net::TcpStream {
     }
 }
 
+/// The socket of a writer that only queues.
+enum NoSocket {}
+
+impl TryWrite for NoSocket {
+    fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+        match *self {}
+    }
+}
+
 /// The queue would pass the cap: the session must be closed as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
@@ -105,13 +114,19 @@ impl SocketWriter {
         opcode: OpCode,
         payload: Bytes,
     ) -> Result<(), Overflow> {
-        self.write_or_queue(io, opcode, payload, self.cap)
+        self.write_or_queue(Some(io), opcode, payload, self.cap)
+    }
+
+    /// Queues a frame without writing it, for a [`SocketWriter::flush`] that writes
+    /// every frame queued meanwhile in one call.
+    pub fn queue(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Overflow> {
+        self.write_or_queue(None::<&NoSocket>, opcode, payload, self.cap)
     }
 
     /// Writes the close frame, queueing what the kernel does not take even past the
     /// cap: it is the last frame, and at most 125 bytes.
     pub fn send_close(&mut self, io: &impl TryWrite, payload: Bytes) {
-        let _ = self.write_or_queue(io, OpCode::Close, payload, usize::MAX);
+        let _ = self.write_or_queue(Some(io), OpCode::Close, payload, usize::MAX);
     }
 
     /// Drops every queued frame but a partly written first one (the client must get
@@ -126,9 +141,11 @@ impl SocketWriter {
         }
     }
 
+    /// Writes the frame at once if `io` is given and nothing is queued before it;
+    /// queues the rest (within `cap`).
     fn write_or_queue(
         &mut self,
-        io: &impl TryWrite,
+        io: Option<&impl TryWrite>,
         opcode: OpCode,
         payload: Bytes,
         cap: usize,
@@ -141,7 +158,7 @@ impl SocketWriter {
             payload,
             written: 0,
         };
-        if self.queue.is_empty() {
+        if let Some(io) = io.filter(|_| self.queue.is_empty()) {
             let [head, body] = frame.slices();
             match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
                 Ok(n) if n == frame.unsent() => return Ok(()),
@@ -164,20 +181,21 @@ impl SocketWriter {
     /// empty, `Ok(false)` if the socket must become writable again first.
     pub fn flush(&mut self, io: &impl TryWrite) -> io::Result<bool> {
         while !self.queue.is_empty() {
-            let mut slices = Vec::with_capacity(2 * MAX_SLICES.min(self.queue.len()));
+            let mut slices = [IoSlice::new(&[]); 2 * MAX_SLICES];
+            let mut count = 0;
             for frame in self.queue.iter().take(MAX_SLICES) {
                 for part in frame.slices() {
                     if !part.is_empty() {
-                        slices.push(IoSlice::new(part));
+                        slices[count] = IoSlice::new(part);
+                        count += 1;
                     }
                 }
             }
-            let mut n = match io.try_write_vectored(&slices) {
+            let mut n = match io.try_write_vectored(&slices[..count]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             };
-            drop(slices);
             while n > 0 {
                 let front = self.queue.front_mut().expect("n counts queued bytes");
                 let unsent = front.unsent();

@@ -249,29 +249,6 @@ fn raw_socket(port: u16, token: &str) -> TcpStream {
     stream
 }
 
-/// The (opcode, payload) of each whole server frame in `bytes` (server frames are
-/// unmasked).
-fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut frames = Vec::new();
-    while bytes.len() >= 2 {
-        let (len, header) = match bytes[1] & 0x7f {
-            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 if bytes.len() >= 10 => {
-                let len: [u8; 8] = bytes[2..10].try_into().unwrap();
-                (u64::from_be_bytes(len) as usize, 10)
-            }
-            126 | 127 => break,
-            len => (len as usize, 2),
-        };
-        if bytes.len() < header + len {
-            break;
-        }
-        frames.push((bytes[0] & 0x0f, bytes[header..header + len].to_vec()));
-        bytes = &bytes[header + len..];
-    }
-    frames
-}
-
 #[actix_web::test]
 async fn a_client_that_pings_and_never_reads_is_closed_with_1013() {
     let app = TestApp::builder()

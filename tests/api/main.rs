@@ -24,5 +24,6 @@ mod registry;
 mod rest;
 mod times;
 mod toolchain;
+mod upgrade;
 mod users;
 mod websocket;

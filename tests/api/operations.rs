@@ -44,7 +44,7 @@ async fn a_readyz_flood_shares_a_few_probes_and_rest_and_joins_keep_working() {
             socket.join(&format!("room-{n}"), None).await;
         }
     };
-    let (statuses, ()) = futures_util::join!(flood, work);
+    let (statuses, ()) = tokio::join!(flood, work);
     let elapsed = started.elapsed();
 
     let statuses: Vec<u16> = statuses.into_iter().flatten().collect();

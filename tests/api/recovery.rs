@@ -135,7 +135,7 @@ async fn joining_during_a_stream_of_changes_loses_and_repeats_nothing(backend: B
         socket.assert_silent(Duration::from_millis(200)).await;
         versions
     };
-    let ((), versions) = futures_util::join!(writer, reader);
+    let ((), versions) = tokio::join!(writer, reader);
     assert_eq!(versions, (1..=60).collect::<Vec<i64>>());
 }
 

@@ -181,3 +181,46 @@ pub fn upgrade_by_hand(stream: &mut std::net::TcpStream, port: u16, token: &str)
         String::from_utf8_lossy(&head)
     );
 }
+
+/// The (opcode, payload) of each whole server frame in `bytes` (server frames are
+/// unmasked).
+pub fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => {
+                let len: [u8; 8] = bytes[2..10].try_into().unwrap();
+                (u64::from_be_bytes(len) as usize, 10)
+            }
+            126 | 127 => break,
+            len => (len as usize, 2),
+        };
+        if bytes.len() < header + len {
+            break;
+        }
+        frames.push((bytes[0] & 0x0f, bytes[header..header + len].to_vec()));
+        bytes = &bytes[header + len..];
+    }
+    frames
+}
+
+/// A client frame: final, masked (a client must mask), with `opcode` and `payload`.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        len if len < 126 => frame.push(0x80 | len as u8),
+        len if len <= usize::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
