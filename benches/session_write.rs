@@ -3,9 +3,9 @@
 //! loopback) serves `SOCKETS` WebSocket clients joined to one room; each publish is
 //! one frame per socket, and an iteration ends when a reader on another thread has
 //! read every byte. So it measures what a session does per frame — its mailbox, its
-//! outbox, framing, the connection's buffers and the `write` system calls — plus the
-//! shard's hand-off to it, in frames per second: with many events in flight (the
-//! sessions' writes coalesce) and with one at a time (every frame its own write).
+//! outbox, framing and the `write` system calls — plus the shard's hand-off to it, in
+//! frames per second: with many events in flight (a session writes all that one
+//! wake-up brings at once) and with one at a time (every frame its own write).
 //!
 //! The hub (its workers and this thread) is pinned to CPU 0 and the reader to CPU 1
 //! when the machine has two, so frames/s is per core of the hub.
