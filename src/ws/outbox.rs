@@ -1,18 +1,18 @@
 //! A session's outgoing frames, written straight to its socket and bounded in bytes.
 //!
-//! Frames are queued as they come and written together once the session has handled
-//! everything its wake-up brought: one vectored write of each frame's header and its
-//! shared payload (never copied), however many events arrived at once. What the kernel
-//! does not take stays queued, counted against the session's cap (every frame alike:
-//! events, replies, pings and pongs); past the cap the session is closed as a slow
-//! consumer and the queue dropped. So a client that never reads costs at most its cap,
-//! and never slows anyone else.
+//! A frame goes to the kernel at once: one vectored write of its small header and its
+//! shared payload, never copied per recipient. A burst the session knows of (a join's
+//! reply, replay and held events) is queued and written in one call instead
+//! ([`Outbox::hold`], [`Outbox::release`]). What the kernel does not take stays
+//! queued, counted against the session's cap (every frame alike: events, replies,
+//! pings and pongs); past the cap the session is closed as a slow consumer and the
+//! queue dropped. So a client that never reads costs at most its cap, and never slows
+//! anyone else.
 //!
-//! The session drives the outbox: [`Outbox::schedule_flush`] after queueing, a flush
-//! at the end of the wake-up, and [`Outbox::wait_writable`] while the kernel refuses.
-//! When the session ends, [`Outbox::finish`] hands the socket to a short task that
-//! writes what is left (the close frame, usually), half-closes, and reads until the
-//! client closes too.
+//! While frames are queued, the session keeps one wait for writability armed
+//! ([`Outbox::wait_writable`]) and flushes when it completes. When the session ends,
+//! [`Outbox::finish`] hands the socket to a short task that writes what is left (the
+//! close frame, usually), half-closes, and reads until the client closes too.
 
 use std::future::Future;
 use std::io;
@@ -34,14 +34,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// lose the close frame it had not read yet).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// What will write the queued frames; at most one of them is armed at a time.
+/// What the outbox is doing besides writing at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flush {
-    /// Nothing: nothing is queued, or the session has yet to schedule a flush.
+    /// Nothing: frames are written as they come; any left queued need a wait armed.
     Idle,
-    /// A flush at the end of the session's wake-up.
-    Scheduled,
-    /// A wait for the socket to take more.
+    /// Frames are queued, not written, until [`Outbox::release`].
+    Holding,
+    /// A wait for the socket to take more is armed.
     Writable,
 }
 
@@ -109,25 +109,30 @@ impl Outbox {
         self.close(code, reason);
     }
 
-    /// Whether the session must schedule a flush: frames are queued and nothing is
-    /// armed to write them yet.
-    pub fn schedule_flush(&mut self) -> bool {
-        let idle = self.flush == Flush::Idle && self.writer.has_queue();
-        if idle {
-            self.flush = Flush::Scheduled;
+    /// Queues frames from now on instead of writing each, until [`Outbox::release`].
+    pub fn hold(&mut self) {
+        if self.flush == Flush::Idle {
+            self.flush = Flush::Holding;
         }
-        idle
     }
 
-    /// Writes queued frames while the kernel takes them; then, if some are left, the
+    /// Writes what was queued since [`Outbox::hold`] in one call.
+    pub fn release(&mut self) -> io::Result<()> {
+        if self.flush != Flush::Holding {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Writes queued frames while the kernel takes them; if some are left, the
     /// session arms [`Outbox::wait_writable`].
     pub fn flush(&mut self) -> io::Result<()> {
         self.flush = Flush::Idle;
         self.writer.flush(&*self.connection).map(drop)
     }
 
-    /// A wait for the socket to take more, when frames are left after a flush and no
-    /// wait is armed yet; [`Outbox::flush`] once it completes.
+    /// A wait for the socket to take more, when frames are queued and neither held
+    /// nor waited for yet; [`Outbox::flush`] once it completes.
     pub fn wait_writable(&mut self) -> Option<impl Future<Output = io::Result<()>> + 'static> {
         if self.flush != Flush::Idle || !self.writer.has_queue() {
             return None;
@@ -155,7 +160,10 @@ impl Outbox {
         if self.closed {
             return Ok(());
         }
-        self.writer.queue(opcode, payload)
+        match self.flush {
+            Flush::Idle => self.writer.send(&*self.connection, opcode, payload),
+            Flush::Holding | Flush::Writable => self.writer.queue(opcode, payload),
+        }
     }
 }
 

@@ -115,31 +115,28 @@ impl WsSession {
             Ok(()) => self.context.metrics.frames_sent.inc(),
             Err(_) => return self.drop_slow_consumer(ctx),
         }
-        self.after_queue(ctx);
+        self.after_send(ctx);
     }
 
-    /// Schedules the flush of what was just queued for the end of this wake-up, so
-    /// that every frame it brings goes out in one write.
-    fn after_queue(&mut self, ctx: &mut Context<Self>) {
-        if self.outbox.schedule_flush() {
-            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
+    /// Writes what was held for one write (see [`Outbox::hold`]).
+    fn release_outbox(&mut self, ctx: &mut Context<Self>) {
+        match self.outbox.release() {
+            Ok(()) => self.after_send(ctx),
+            Err(_) => ctx.stop(),
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.outbox.flush().is_err() {
-            // The reader sees the same failure; nothing more can be written.
-            return ctx.stop();
-        }
+    /// Arms one wait for the socket to take what the kernel refused, if anything is
+    /// queued; the wait flushes and re-arms until the queue is empty.
+    fn after_send(&mut self, ctx: &mut Context<Self>) {
         if let Some(writable) = self.outbox.wait_writable() {
-            ctx.spawn(
-                writable
-                    .into_actor(self)
-                    .map(|ready, act, ctx| match ready {
-                        Ok(()) => act.flush(ctx),
-                        Err(_) => ctx.stop(),
-                    }),
-            );
+            ctx.spawn(writable.into_actor(self).map(|ready, act, ctx| {
+                match ready.and_then(|()| act.outbox.flush()) {
+                    Ok(()) => act.after_send(ctx),
+                    // The reader sees the same failure; nothing more can be written.
+                    Err(_) => ctx.stop(),
+                }
+            }));
         }
     }
 
@@ -209,7 +206,7 @@ impl WsSession {
             self.close(NORMAL, "heartbeat timeout", ctx);
         } else if !self.closing {
             match self.outbox.ping() {
-                Ok(()) => self.after_queue(ctx),
+                Ok(()) => self.after_send(ctx),
                 Err(_) => self.drop_slow_consumer(ctx),
             }
         }
@@ -388,7 +385,7 @@ impl StreamHandler<Result<Message, ReadError>> for WsSession {
             Message::Ping(payload) => {
                 if !self.closing {
                     match self.outbox.pong(payload) {
-                        Ok(()) => self.after_queue(ctx),
+                        Ok(()) => self.after_send(ctx),
                         Err(_) => self.drop_slow_consumer(ctx),
                     }
                 }

@@ -190,11 +190,14 @@ impl WsSession {
                 recovered,
             },
         );
+        // The reply, the replay and what was held go out in one write.
+        self.outbox.hold();
         self.send(reply, ctx);
         log::debug!("session {} joined {room} (from {replay_from:?})", self.id);
         for frame in frames {
             self.send(frame, ctx);
         }
+        self.release_outbox(ctx);
     }
 
     /// Leaves every room the current token may no longer join.
