@@ -7,7 +7,7 @@
 //! memberships and this session's rooms always agree, however a client pipelines.
 //! This is a plain state machine; the session actor only moves messages through it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 use bytestring::ByteString;
 use serde_json::Value;
@@ -104,7 +104,7 @@ enum Membership {
 pub struct Rooms {
     /// Rooms joined or joining. Exactly the rooms the registry has this session in,
     /// once the messages already sent to it are handled.
-    rooms: HashMap<RoomName, Membership>,
+    rooms: RoomMap,
     /// Requests waiting for the running join, in the client's order.
     queue: VecDeque<RoomRequest>,
     /// A join is running.
@@ -117,7 +117,7 @@ impl Rooms {
     /// No rooms; at most `max_rooms` at once, holding at most `max_held_bytes` per join.
     pub fn new(max_rooms: usize, max_held_bytes: usize) -> Self {
         Rooms {
-            rooms: HashMap::new(),
+            rooms: RoomMap::default(),
             queue: VecDeque::new(),
             busy: false,
             max_rooms,
@@ -127,7 +127,7 @@ impl Rooms {
 
     /// The rooms the session will be in once every queued request has run.
     fn projected(&self) -> HashSet<&RoomName> {
-        let mut rooms: HashSet<&RoomName> = self.rooms.keys().collect();
+        let mut rooms: HashSet<&RoomName> = self.rooms.names().collect();
         for request in &self.queue {
             match request {
                 RoomRequest::Join { room, .. } => rooms.insert(room),
@@ -266,7 +266,12 @@ impl Rooms {
 
     /// Removes every room `allowed` refuses; answers them.
     pub fn retain(&mut self, allowed: impl Fn(&RoomName) -> bool) -> Vec<RoomName> {
-        let gone: Vec<RoomName> = self.rooms.keys().filter(|r| !allowed(r)).cloned().collect();
+        let gone: Vec<RoomName> = self
+            .rooms
+            .names()
+            .filter(|r| !allowed(r))
+            .cloned()
+            .collect();
         for room in &gone {
             self.rooms.remove(room);
         }
@@ -283,6 +288,51 @@ impl Rooms {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+}
+
+/// A session's rooms by name. A session is in a few rooms (at most
+/// `EVENTIDE_MAX_ROOMS_PER_CONNECTION`) and looks one up for every event it gets: a
+/// scan of a short vector beats hashing the name each time.
+#[derive(Debug, Default)]
+struct RoomMap(Vec<(RoomName, Membership)>);
+
+impl RoomMap {
+    fn position(&self, room: &RoomName) -> Option<usize> {
+        self.0.iter().position(|(name, _)| name == room)
+    }
+
+    fn get(&self, room: &RoomName) -> Option<&Membership> {
+        self.position(room).map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, room: &RoomName) -> Option<&mut Membership> {
+        self.position(room).map(|at| &mut self.0[at].1)
+    }
+
+    fn insert(&mut self, room: RoomName, membership: Membership) {
+        match self.position(&room) {
+            Some(at) => self.0[at].1 = membership,
+            None => self.0.push((room, membership)),
+        }
+    }
+
+    fn remove(&mut self, room: &RoomName) -> Option<Membership> {
+        self.position(room).map(|at| self.0.swap_remove(at).1)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &RoomName> {
+        self.0.iter().map(|(name, _)| name)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 use futures_util::Stream;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::frame::{FrameReader, Message, ReadError};
@@ -42,8 +43,12 @@ impl Connection {
 }
 
 impl TryWrite for Connection {
+    /// `sendmsg` rather than `writev`: the same bytes without the file layer
+    /// (`writev` on a socket costs a few percent more per frame in the kernel).
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.try_write_vectored(bufs)
+        self.stream.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(&self.stream).send_vectored(bufs)
+        })
     }
 }
 
