@@ -6,6 +6,7 @@
 //!
 //! Run: `cargo bench --bench fanout`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,9 @@ use eventide_hub::changelog::ChangeLog;
 use eventide_hub::db::{self, DatabaseTarget};
 use eventide_hub::metrics::{Metrics, Origin};
 use eventide_hub::rooms::sequencer::HoldLimits;
-use eventide_hub::rooms::{Event, Hub, RoomName, SessionMsg, ShardConfig, Target};
+use eventide_hub::rooms::{
+    inbox, Event, Hub, InboxLimits, RoomName, SessionMsg, ShardConfig, Target,
+};
 
 const SESSIONS: u64 = 10_000;
 
@@ -28,18 +31,12 @@ struct CountingSession {
 
 impl Actor for CountingSession {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Large enough that a benchmark burst never evicts it.
-        ctx.set_mailbox_capacity(1 << 20);
-    }
 }
 
-impl Handler<SessionMsg> for CountingSession {
-    type Result = ();
-
-    fn handle(&mut self, _: SessionMsg, _: &mut Self::Context) {
-        self.received.fetch_add(1, Ordering::Relaxed);
+impl StreamHandler<VecDeque<SessionMsg>> for CountingSession {
+    fn handle(&mut self, batch: VecDeque<SessionMsg>, _: &mut Self::Context) {
+        self.received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -64,11 +61,17 @@ fn fanout(c: &mut Criterion) {
     let _links = system.block_on(async {
         let mut links = Vec::new();
         for id in 0..SESSIONS {
-            let session = CountingSession {
-                received: received.clone(),
-            }
-            .start();
-            let link = hub.connect(id, Arc::from("bench"), session.recipient());
+            // Large enough that a benchmark burst never evicts it.
+            let (mailbox, inbox) = inbox(InboxLimits {
+                messages: 1 << 20,
+                bytes: 1 << 30,
+            });
+            let received = received.clone();
+            CountingSession::create(|ctx| {
+                ctx.add_stream(inbox);
+                CountingSession { received }
+            });
+            let link = hub.connect(id, Arc::from("bench"), mailbox);
             link.join(room.clone()).await.unwrap();
             links.push(link);
         }

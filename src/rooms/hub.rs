@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
+use super::inbox::Mailbox;
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::{HoldLimits, Read};
@@ -135,9 +136,9 @@ impl Hub {
     }
 
     /// Registers a session with this thread's shard.
-    pub fn connect(&self, id: SessionId, sub: Arc<str>, recipient: Recipient<SessionMsg>) -> Link {
+    pub fn connect(&self, id: SessionId, sub: Arc<str>, mailbox: Mailbox) -> Link {
         let shard = self.local_shard();
-        shard.do_send(Connect { id, sub, recipient });
+        shard.do_send(Connect { id, sub, mailbox });
         Link {
             id,
             shard,

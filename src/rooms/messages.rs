@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::inbox::Mailbox;
 use super::RoomName;
 
 /// Identifies one WebSocket session for the life of the process.
@@ -43,9 +44,8 @@ impl Event {
     }
 }
 
-/// What a shard tells a session.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+/// What a shard tells a session (through its [`Inbox`](super::inbox::Inbox)).
+#[derive(Debug)]
 pub enum SessionMsg {
     /// An event to send to the client. Versioned events of a room arrive in version
     /// order, each once.
@@ -78,7 +78,7 @@ pub struct Connect {
     /// Its token's subject.
     pub sub: Arc<str>,
     /// Where its events go.
-    pub recipient: Recipient<SessionMsg>,
+    pub mailbox: Mailbox,
 }
 
 /// A session ended.

@@ -5,6 +5,7 @@
 mod frame;
 mod hub;
 mod hub_metrics;
+mod inbox;
 mod index;
 mod messages;
 mod name;
@@ -15,6 +16,7 @@ pub mod sequencer;
 pub use frame::{event_frame, frame_to, FrameTarget};
 pub use hub::{EmitError, Hub, HubError, Link, Replay, ShardConfig};
 pub use hub_metrics::HubMetrics;
+pub use inbox::{inbox, Inbox, InboxLimits, Mailbox, Refused};
 pub use index::{Members, RoomIndex};
 pub use messages::{Event, JoinError, Joined, RegistryStats, SessionId, SessionMsg, Target};
 pub use name::{InvalidRoomName, RoomName};

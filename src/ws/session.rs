@@ -12,6 +12,7 @@
 //! and sends `joinedRoom`, that replay, then the held events. Every version is thus
 //! delivered once, in order, and none is lost between the read and the subscription.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,13 +34,14 @@ use super::route::WsContext;
 use super::socket::{Connection, Incoming};
 use super::ConnectionSlot;
 use crate::auth::Claims;
-use crate::rooms::{Link, SessionId, SessionMsg};
+use crate::rooms::{inbox, InboxLimits, Link, Mailbox, SessionId, SessionMsg};
 
 /// Longest single wait of the token-expiry timer (a day); it re-arms until `exp`.
 const MAX_EXPIRY_TIMER_SECS: u64 = 86_400;
 
-/// Messages a session's mailbox holds before the registry evicts it as too slow.
-const SESSION_MAILBOX: usize = 1024;
+/// Messages a session's inbox holds before its shard evicts it as too slow (their
+/// frames' bytes are bounded by `EVENTIDE_MAX_PENDING_BYTES` too).
+const SESSION_INBOX: usize = 1024;
 
 /// One WebSocket connection.
 pub struct WsSession {
@@ -278,14 +280,11 @@ impl Actor for WsSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(SESSION_MAILBOX);
         self.context.metrics.connections.inc();
         self.context.metrics.connections_of(self.claims.role).inc();
         let sub: Arc<str> = Arc::from(self.claims.sub.as_str());
-        let link = self
-            .context
-            .hub
-            .connect(self.id, sub, ctx.address().recipient());
+        let mailbox = self.inbox(ctx);
+        let link = self.context.hub.connect(self.id, sub, mailbox);
         self.link = Some(Arc::new(link));
         ctx.run_interval(self.context.limits.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)
@@ -311,10 +310,34 @@ impl Actor for WsSession {
     }
 }
 
-impl Handler<SessionMsg> for WsSession {
-    type Result = ();
+/// Everything the shard handed over since the session last looked, in order: its
+/// frames go out in one write.
+impl StreamHandler<VecDeque<SessionMsg>> for WsSession {
+    fn handle(&mut self, batch: VecDeque<SessionMsg>, ctx: &mut Self::Context) {
+        self.outbox.hold();
+        for msg in batch {
+            if self.closing {
+                break;
+            }
+            self.on_shard_message(msg, ctx);
+        }
+        self.release_outbox(ctx);
+    }
+}
 
-    fn handle(&mut self, msg: SessionMsg, ctx: &mut Self::Context) {
+impl WsSession {
+    /// The inbox its shard hands messages to; the session reads it as a stream.
+    fn inbox(&mut self, ctx: &mut Context<Self>) -> Mailbox {
+        let limits = InboxLimits {
+            messages: SESSION_INBOX,
+            bytes: self.context.limits.max_pending_bytes,
+        };
+        let (mailbox, inbox) = inbox(limits);
+        ctx.add_stream(inbox);
+        mailbox
+    }
+
+    fn on_shard_message(&mut self, msg: SessionMsg, ctx: &mut Context<Self>) {
         match msg {
             SessionMsg::Event(event) => self.deliver(event, ctx),
             SessionMsg::Resync { room, version } => self.resync(room, version, ctx),

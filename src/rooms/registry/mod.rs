@@ -18,6 +18,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::streams::RoomStream;
+use super::inbox::{Mailbox, Refused};
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::Sequencer;
@@ -30,7 +31,7 @@ const REGISTRY_MAILBOX: usize = 4096;
 
 struct Member {
     sub: Arc<str>,
-    recipient: Recipient<SessionMsg>,
+    mailbox: Mailbox,
     /// The rooms this session is in: always exactly the rooms whose `members` hold it.
     rooms: HashSet<RoomName>,
 }
@@ -136,17 +137,17 @@ impl RoomRegistry {
         delivered
     }
 
-    /// Forgets the sessions that refused a message. A full mailbox is a slow consumer:
+    /// Forgets the sessions that refused a message. A full inbox is a slow consumer:
     /// it is evicted and told to close.
     fn drop_refused(&mut self, refused: Vec<(SessionId, bool)>) {
         for (id, slow) in refused {
             if let Some(member) = self.remove_session(id) {
                 if slow {
                     self.evicted += 1;
-                    log::warn!("session {id} evicted: its mailbox is full (slow consumer)");
+                    log::warn!("session {id} evicted: its inbox is full (slow consumer)");
                     // One message past capacity, once per eviction: the session is no
                     // longer registered, so nothing else is ever queued for it.
-                    member.recipient.do_send(SessionMsg::Evicted);
+                    member.mailbox.tell(SessionMsg::Evicted);
                 }
             }
         }
@@ -161,13 +162,13 @@ fn offer(
     msg: SessionMsg,
     refused: &mut Vec<(SessionId, bool)>,
 ) -> bool {
-    match member.recipient.try_send(msg) {
+    match member.mailbox.offer(msg) {
         Ok(()) => true,
-        Err(SendError::Full(_)) => {
+        Err(Refused::Full) => {
             refused.push((id, true));
             false
         }
-        Err(SendError::Closed(_)) => {
+        Err(Refused::Gone) => {
             refused.push((id, false));
             false
         }
@@ -189,7 +190,7 @@ impl Handler<Connect> for RoomRegistry {
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         let member = Member {
             sub: msg.sub,
-            recipient: msg.recipient,
+            mailbox: msg.mailbox,
             rooms: HashSet::new(),
         };
         self.sessions.insert(msg.id, member);
@@ -296,7 +297,7 @@ impl Handler<DisconnectUser> for RoomRegistry {
             .collect();
         for id in ids {
             if let Some(member) = self.remove_session(id) {
-                member.recipient.do_send(SessionMsg::Revoked);
+                member.mailbox.tell(SessionMsg::Revoked);
             }
         }
     }
@@ -307,7 +308,7 @@ impl Handler<CloseAll> for RoomRegistry {
 
     fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
         for member in self.sessions.values() {
-            member.recipient.do_send(SessionMsg::GoingAway);
+            member.mailbox.tell(SessionMsg::GoingAway);
         }
         self.sessions.len()
     }
