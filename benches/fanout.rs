@@ -55,6 +55,7 @@ fn fanout(c: &mut Criterion) {
             count: 4096,
             bytes: 1 << 22,
         },
+        heartbeat_interval: Duration::from_secs(10),
     };
     let metrics = Arc::new(Metrics::new(false));
     let hub = Hub::new(config, ChangeLog::new(pool, &[], 1000), None, metrics);

@@ -212,6 +212,7 @@ async fn start_hub(
             count: 4096,
             bytes: settings.limits.max_pending_bytes * 4,
         },
+        heartbeat_interval: settings.limits.heartbeat_interval(),
     };
     let hub = Hub::new(config, changelog, backplane.clone(), metrics.clone());
     if let Some(backplane) = &backplane {

@@ -72,6 +72,9 @@ pub struct ShardConfig {
     pub recovery_deadline: Duration,
     /// What one room's sequencer holds at most while a gap is read.
     pub hold: HoldLimits,
+    /// How often every session is told to ping its client and check that it is
+    /// still heard from: one timer per shard rather than one per socket.
+    pub heartbeat_interval: Duration,
 }
 
 /// Gives every hub of the process its own key in the per-thread shard table.

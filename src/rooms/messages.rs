@@ -67,6 +67,8 @@ pub enum SessionMsg {
     Revoked,
     /// The hub is shutting down: close with 1001.
     GoingAway,
+    /// Time to ping the client, and to close if it has been silent too long.
+    Heartbeat,
 }
 
 /// A new session.

@@ -1,10 +1,12 @@
 //! The session actor: one per WebSocket connection.
 //!
 //! It registers with its thread's registry shard (through the [`Hub`](crate::rooms::Hub))
-//! when it starts and deregisters when it stops; parses, rate-limits and authorizes
-//! client frames; runs room requests in the client's order ([`Rooms`]); pings the
-//! client and drops it when silent; closes with 4001 when its token expires; and
-//! writes every frame straight to its own socket through a byte-bounded [`Outbox`].
+//! when it starts and deregisters when it stops; takes what the shard hands it
+//! through its inbox (events, closes, heartbeats); parses, rate-limits and authorizes
+//! client frames; runs room requests in the client's order ([`Rooms`]); on each
+//! heartbeat pings the client and drops it when silent; closes with 4001 when its
+//! token expires; and writes every frame straight to its own socket through a
+//! byte-bounded [`Outbox`].
 //!
 //! Joining: the session joins its shard first, which answers where the room's stream
 //! stands on this node (version `p`); live events after `p` arrive meanwhile and are
@@ -286,9 +288,6 @@ impl Actor for WsSession {
         let mailbox = self.inbox(ctx);
         let link = self.context.hub.connect(self.id, sub, mailbox);
         self.link = Some(Arc::new(link));
-        ctx.run_interval(self.context.limits.heartbeat_interval(), |act, ctx| {
-            act.heartbeat(ctx)
-        });
         self.schedule_expiry(ctx);
         log::info!(
             "session {} connected: sub={} role={}",
@@ -349,6 +348,7 @@ impl WsSession {
             SessionMsg::Evicted => self.drop_slow_consumer(ctx),
             SessionMsg::Revoked => self.close(REVOKED, "revoked", ctx),
             SessionMsg::GoingAway => self.close(AWAY, "server shutting down", ctx),
+            SessionMsg::Heartbeat => self.heartbeat(ctx),
         }
     }
 }

@@ -137,6 +137,14 @@ impl RoomRegistry {
         delivered
     }
 
+    /// Tells every session to ping its client. A session whose inbox is full misses
+    /// this beat; the next event evicts it anyway.
+    fn heartbeat(&mut self) {
+        for member in self.sessions.values() {
+            let _ = member.mailbox.offer(SessionMsg::Heartbeat);
+        }
+    }
+
     /// Forgets the sessions that refused a message. A full inbox is a slow consumer:
     /// it is evicted and told to close.
     fn drop_refused(&mut self, refused: Vec<(SessionId, bool)>) {
@@ -181,6 +189,7 @@ impl Actor for RoomRegistry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(REGISTRY_MAILBOX);
         ctx.run_interval(self.config.anti_entropy_interval, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.config.heartbeat_interval, |act, _| act.heartbeat());
     }
 }
 
