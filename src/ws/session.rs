@@ -38,9 +38,6 @@ use super::ConnectionSlot;
 use crate::auth::Claims;
 use crate::rooms::{inbox, InboxLimits, Link, Mailbox, SessionId, SessionMsg};
 
-/// Longest single wait of the token-expiry timer (a day); it re-arms until `exp`.
-const MAX_EXPIRY_TIMER_SECS: u64 = 86_400;
-
 /// Messages a session's inbox holds before its shard evicts it as too slow (their
 /// frames' bytes are bounded by `EVENTIDE_MAX_PENDING_BYTES` too).
 const SESSION_INBOX: usize = 1024;
@@ -56,6 +53,7 @@ pub struct WsSession {
     rooms: Rooms,
     last_heard: Instant,
     limiter: RateLimiter,
+    /// The token-expiry timer, armed only while `exp` is near (`schedule_expiry`).
     expiry: Option<SpawnHandle>,
     /// Set once the hub closes the socket: later frames go nowhere and are not counted.
     closing: bool,
@@ -183,13 +181,15 @@ impl WsSession {
         ctx.stop();
     }
 
-    /// Closes the socket with 4001 once the token's `exp` (plus leeway) passes.
+    /// Closes the socket with 4001 once the token's `exp` (plus leeway) passes. The
+    /// exact timer is armed only when `exp` is at most two heartbeats away, so most
+    /// sessions (tokens live for minutes or hours) keep no timer: a heartbeat looks
+    /// again, and one always comes in time to arm it.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.expiry.take() {
             ctx.cancel_future(handle);
         }
-        // `exp` is whatever the issuer signed, up to u64::MAX: saturate, and wake at
-        // least daily to look again rather than arming a timer decades ahead.
+        // `exp` is whatever the issuer signed, up to u64::MAX: saturate.
         let deadline = self
             .claims
             .exp
@@ -201,14 +201,19 @@ impl WsSession {
         if now >= deadline {
             return self.close(TOKEN_EXPIRED, "token expired", ctx);
         }
-        let wait = Duration::from_secs((deadline - now).min(MAX_EXPIRY_TIMER_SECS));
-        self.expiry = Some(ctx.run_later(wait, |act, ctx| act.schedule_expiry(ctx)));
+        let wait = Duration::from_secs(deadline - now);
+        if wait <= 2 * self.context.limits.heartbeat_interval() {
+            self.expiry = Some(ctx.run_later(wait, |act, ctx| act.schedule_expiry(ctx)));
+        }
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.context.limits.client_timeout() {
             self.close(NORMAL, "heartbeat timeout", ctx);
         } else if !self.closing {
+            if self.expiry.is_none() {
+                self.schedule_expiry(ctx);
+            }
             match self.outbox.ping() {
                 Ok(()) => self.after_send(ctx),
                 Err(_) => self.drop_slow_consumer(ctx),

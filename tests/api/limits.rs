@@ -193,6 +193,30 @@ async fn an_expired_token_closes_the_socket_with_4001() {
 }
 
 #[actix_web::test]
+async fn a_token_expiring_heartbeats_after_the_connect_still_closes_on_time() {
+    // Far from `exp` a session keeps no timer; a heartbeat arms one when it nears.
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.jwt_leeway_secs = 0;
+            s.limits.heartbeat_secs = 1;
+        })
+        .spawn()
+        .await;
+    let mut c = claims(Role::Provider, Some(3));
+    c.exp = now() + 5;
+    let mut socket = app.ws(&sign(&c)).await;
+    socket.join("provider-3", None).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        socket.ending(Duration::from_secs(9)).await,
+        Ending::Close(4001)
+    );
+    // Not before `exp` (whole seconds: at least 3 s after the join).
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3), "closed after {waited:?}");
+}
+
+#[actix_web::test]
 async fn refresh_keeps_the_socket_open_and_a_foreign_token_does_not() {
     let app = TestApp::builder()
         .configure(|s| s.jwt_leeway_secs = 0)
