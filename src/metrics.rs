@@ -103,10 +103,10 @@ pub struct Metrics {
     pub frames_sent: IntCounter,
     published: [IntCounter; 3],
     /// `eventide_fanout_duration_seconds`: from the registry taking an event to its being
-    /// in the mailbox of every recipient.
+    /// in the inbox of every recipient.
     pub fanout_seconds: Histogram,
     /// `eventide_slow_consumer_disconnects_total`: sockets closed because they fell
-    /// behind (unsent bytes past `EVENTIDE_MAX_PENDING_BYTES`, or a full mailbox).
+    /// behind (unsent bytes past `EVENTIDE_MAX_PENDING_BYTES`, or a full inbox).
     pub slow_consumers: IntCounter,
     /// `eventide_rate_limited_frames_total`: client frames refused with `rate_limited`.
     pub rate_limited: IntCounter,

@@ -163,7 +163,7 @@ impl RoomRegistry {
 }
 
 /// Offers `msg` to one session without waiting; a session that cannot take it is
-/// noted in `refused` (`true`: its mailbox is full; `false`: it is gone).
+/// noted in `refused` (`true`: its inbox is full; `false`: it is gone).
 fn offer(
     id: SessionId,
     member: &Member,
