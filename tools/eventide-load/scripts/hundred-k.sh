@@ -64,6 +64,23 @@ trap cleanup EXIT
 hub_warnings() {
   grep -hE 'WARN|ERROR' "$out"/hub*.log | sed -E 's/^\[[0-9T:.Z-]+ +/[/' | sort | uniq -c | sort -rn | head -20
 }
+# Now, machine busy time and the CPU time of two sets of processes, all in clock ticks:
+#   cpu_snapshot "HUB PIDS" "LOAD PIDS"  ->  SECONDS MACHINE HUBS LOAD
+cpu_snapshot() {
+  python3 - "$1" "$2" <<'PY'
+import sys, time
+def ticks(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+cpu = open("/proc/stat").readline().split()
+busy = sum(int(cpu[i]) for i in (1, 2, 3, 6, 7, 8))  # user nice system irq softirq steal
+print(time.time(), busy, *(sum(ticks(p) for p in arg.split()) for arg in sys.argv[1:3]))
+PY
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { for p in "$@"; do printf '%s ' "$(find "/proc/$p/fd" -mindepth 1 | wc -l)"; done; }
 
@@ -160,10 +177,17 @@ echo "hub file descriptors with the sockets: $(fds "${hub_pids[@]}")" | tee -a "
 
 hub_pid_args=()
 for p in "${hub_pids[@]}"; do hub_pid_args+=(--hub-pid "$p"); done
+cpu0=$(cpu_snapshot "${hub_pids[*]}" "${sub_pids[*]}")
 EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$load" cluster --role write "${hub_args[@]}" \
   "${hub_pid_args[@]}" "${plan[@]}" --changes-file "$out/calls.json" --timeout "$timeout" \
   >"$out/writer.txt" 2>&1 || { echo "the writer failed:" >&2; tail -5 "$out/writer.txt" >&2; }
+cpu1=$(cpu_snapshot "${hub_pids[*]}" "${sub_pids[*]}")
 touch "$out/writes-done"
+# Over the changes, in % of one CPU (clock ticks are 1/100 s): the hubs, the subscriber
+# processes, and everything else (the writer, Redis, PostgreSQL, other people's work).
+cpu_line=$(echo "$cpu0 $cpu1" | awk '{ s = $5 - $1; m = ($6 - $2) / s; h = ($7 - $3) / s; l = ($8 - $4) / s;
+  printf "CPU during the changes (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, everything else %.0f", h, l, m - h - l }')
+echo "$cpu_line" | tee -a "$out/setup.txt"
 status=0
 for k in "${!sub_pids[@]}"; do
   wait "${sub_pids[$k]}" || { status=1; echo "subscriber process $k failed:" >&2; tail -3 "$out/subscribers-$k.txt" >&2; }
@@ -186,5 +210,6 @@ r = json.loads(sys.stdin.read().split(" ", 1)[1])
 print("writer: %d of %d changes acked, REST p99 %.1f ms, write lag p99 %.1f ms, hubs %.1f %% of one CPU" % (
     r["changes_acked"], r["changes_planned"], r["rest_write_p99_us"] / 1e3,
     r["write_lag_p99_us"] / 1e3, r["hub_cpu_pct"]))' | tee -a "$out/summary.txt" || true
+echo "$cpu_line" >>"$out/summary.txt"
 [ -s "$out/hub-warnings.txt" ] && { echo "hub warnings (count, message):"; cat "$out/hub-warnings.txt"; }
 exit $status
