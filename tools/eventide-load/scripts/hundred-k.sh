@@ -23,7 +23,7 @@
 #   HUB_COMMIT   what to call it in the setup [the commit of the checkout HUB is in]
 #   LOAD         the load tool [target/release/eventide-load of this checkout]
 #   NODES [5]  SUBSCRIBERS [100000]  PER_PROCESS [19000]  PROVIDERS [1]
-#   CHANGES [60]  RATE [2]  JOIN_SECS [300]  SETTLE_SECS [60]
+#   CHANGES [30]  RATE [0.25]  JOIN_SECS [300]  SETTLE_SECS [60]  IDLE_SECS [10]
 #   PG_ADMIN_URL [postgres://postgres@127.0.0.1:5432/postgres]
 # Output (hub and Redis logs, each process's report, the split run's files, the
 # summary) goes to ${OUT:-/tmp/eventide-hundred-k}/NAME/.
@@ -37,10 +37,11 @@ nodes=${NODES:-5}
 subscribers=${SUBSCRIBERS:-100000}
 per_process=${PER_PROCESS:-19000}
 providers=${PROVIDERS:-1}
-changes=${CHANGES:-60}
-rate=${RATE:-2}
+changes=${CHANGES:-30}
+rate=${RATE:-0.25}
 join_secs=${JOIN_SECS:-300}
 settle_secs=${SETTLE_SECS:-60}
+idle_secs=${IDLE_SECS:-10}
 out=${OUT:-/tmp/eventide-hundred-k}/$name
 secret=${EVENTIDE_JWT_SECRET:-bench-secret-0123456789abcdef}
 pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -80,6 +81,13 @@ cpu = open("/proc/stat").readline().split()
 busy = sum(int(cpu[i]) for i in (1, 2, 3, 6, 7, 8))  # user nice system irq softirq steal
 print(time.time(), busy, *(sum(ticks(p) for p in arg.split()) for arg in sys.argv[1:3]))
 PY
+}
+# Between two snapshots, in % of one CPU (clock ticks are 1/100 s): the hubs, the
+# subscriber processes, and everything else (the writer, Redis, PostgreSQL, other
+# people's work on the machine).
+cpu_percent() {
+  echo "$1 $2" | awk -v what="$3" '{ s = $5 - $1; m = ($6 - $2) / s; h = ($7 - $3) / s; l = ($8 - $4) / s;
+    printf "CPU %s (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, everything else %.0f", what, h, l, m - h - l }'
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { for p in "$@"; do printf '%s ' "$(find "/proc/$p/fd" -mindepth 1 | wc -l)"; done; }
@@ -167,7 +175,11 @@ for _ in $(seq $(( join_secs * 10 + 100 ))); do
   sleep 0.1
 done
 [ "$ready" = "$procs" ] || { echo "only $ready of $procs processes ready" >&2; exit 1; }
-sleep 2
+# Every socket open, no change yet: what holding them costs (heartbeats every 10 s).
+idle0=$(cpu_snapshot "${hub_pids[*]}" "${sub_pids[*]}")
+sleep "$idle_secs"
+idle1=$(cpu_snapshot "${hub_pids[*]}" "${sub_pids[*]}")
+echo "$(cpu_percent "$idle0" "$idle1" "with every socket open and no change ($idle_secs s)")" | tee -a "$out/setup.txt"
 rss_args=()
 for n in "${!hub_pids[@]}"; do
   rss_args+=(--hub-rss "$n:${before[$n]}:$(rss_kib "${hub_pids[$n]}")")
@@ -183,10 +195,7 @@ EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$load" cluster --role write "${hub_a
   >"$out/writer.txt" 2>&1 || { echo "the writer failed:" >&2; tail -5 "$out/writer.txt" >&2; }
 cpu1=$(cpu_snapshot "${hub_pids[*]}" "${sub_pids[*]}")
 touch "$out/writes-done"
-# Over the changes, in % of one CPU (clock ticks are 1/100 s): the hubs, the subscriber
-# processes, and everything else (the writer, Redis, PostgreSQL, other people's work).
-cpu_line=$(echo "$cpu0 $cpu1" | awk '{ s = $5 - $1; m = ($6 - $2) / s; h = ($7 - $3) / s; l = ($8 - $4) / s;
-  printf "CPU during the changes (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, everything else %.0f", h, l, m - h - l }')
+cpu_line=$(cpu_percent "$cpu0" "$cpu1" "during the changes")
 echo "$cpu_line" | tee -a "$out/setup.txt"
 status=0
 for k in "${!sub_pids[@]}"; do
@@ -210,6 +219,6 @@ r = json.loads(sys.stdin.read().split(" ", 1)[1])
 print("writer: %d of %d changes acked, REST p99 %.1f ms, write lag p99 %.1f ms, hubs %.1f %% of one CPU" % (
     r["changes_acked"], r["changes_planned"], r["rest_write_p99_us"] / 1e3,
     r["write_lag_p99_us"] / 1e3, r["hub_cpu_pct"]))' | tee -a "$out/summary.txt" || true
-echo "$cpu_line" >>"$out/summary.txt"
+grep '^CPU ' "$out/setup.txt" | tee -a "$out/summary.txt"
 [ -s "$out/hub-warnings.txt" ] && { echo "hub warnings (count, message):"; cat "$out/hub-warnings.txt"; }
 exit $status
