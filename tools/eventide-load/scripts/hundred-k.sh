@@ -65,8 +65,9 @@ trap cleanup EXIT
 hub_warnings() {
   grep -hE 'WARN|ERROR' "$out"/hub*.log | sed -E 's/^\[[0-9T:.Z-]+ +/[/' | sort | uniq -c | sort -rn | head -20
 }
-# Now, machine busy time and the CPU time of two sets of processes, all in clock ticks:
-#   cpu_snapshot "HUB PIDS" "LOAD PIDS"  ->  SECONDS MACHINE HUBS LOAD
+# Now, the machine's busy time (softirq apart: loopback TCP is mostly processed there and
+# charged to no process) and the CPU time of two sets of processes, in clock ticks:
+#   cpu_snapshot "HUB PIDS" "LOAD PIDS"  ->  SECONDS BUSY SOFTIRQ HUBS LOAD
 cpu_snapshot() {
   python3 - "$1" "$2" <<'PY'
 import sys, time
@@ -78,16 +79,16 @@ def ticks(pid):
     fields = stat[stat.rfind(")") + 2:].split()
     return int(fields[11]) + int(fields[12])  # utime, stime
 cpu = open("/proc/stat").readline().split()
-busy = sum(int(cpu[i]) for i in (1, 2, 3, 6, 7, 8))  # user nice system irq softirq steal
-print(time.time(), busy, *(sum(ticks(p) for p in arg.split()) for arg in sys.argv[1:3]))
+busy = sum(int(cpu[i]) for i in (1, 2, 3, 6, 8))  # user nice system irq steal
+print(time.time(), busy, cpu[7], *(sum(ticks(p) for p in arg.split()) for arg in sys.argv[1:3]))
 PY
 }
 # Between two snapshots, in % of one CPU (clock ticks are 1/100 s): the hubs, the
-# subscriber processes, and everything else (the writer, Redis, PostgreSQL, other
-# people's work on the machine).
+# subscriber processes, softirq, and every other process (the writer, Redis,
+# PostgreSQL, other people's work on the machine).
 cpu_percent() {
-  echo "$1 $2" | awk -v what="$3" '{ s = $5 - $1; m = ($6 - $2) / s; h = ($7 - $3) / s; l = ($8 - $4) / s;
-    printf "CPU %s (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, everything else %.0f", what, h, l, m - h - l }'
+  echo "$1 $2" | awk -v what="$3" '{ s = $6 - $1; b = ($7 - $2) / s; q = ($8 - $3) / s; h = ($9 - $4) / s; l = ($10 - $5) / s;
+    printf "CPU %s (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, softirq %.0f, other processes %.0f", what, h, l, q, b - h - l }'
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { for p in "$@"; do printf '%s ' "$(find "/proc/$p/fd" -mindepth 1 | wc -l)"; done; }
