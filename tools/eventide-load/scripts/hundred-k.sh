@@ -22,7 +22,10 @@
 #   HUB          the hub binary [target/release/eventide-hub of this checkout]
 #   HUB_COMMIT   what to call it in the setup [the commit of the checkout HUB is in]
 #   LOAD         the load tool [target/release/eventide-load of this checkout]
-#   NODES [5]  SUBSCRIBERS [100000]  PER_PROCESS [19000]  PROVIDERS [1]
+#   NODES [5]  PROVIDERS [1]
+#   SUBSCRIBERS  [100000, or as many as NODES nodes can hold under the hard
+#                RLIMIT_NOFILE: 99,800 for five nodes at 20,000]
+#   PER_PROCESS  [hard RLIMIT_NOFILE - 1000] sockets per subscriber process
 #   CHANGES [30]  RATE [0.25]  JOIN_SECS [300]  SETTLE_SECS [60]  IDLE_SECS [10]
 #   PG_ADMIN_URL [postgres://postgres@127.0.0.1:5432/postgres]
 # Output (hub and Redis logs, each process's report, the split run's files, the
@@ -34,9 +37,16 @@ root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 hub=${HUB:-$root/target/release/eventide-hub}
 load=${LOAD:-$root/target/release/eventide-load}
 nodes=${NODES:-5}
-subscribers=${SUBSCRIBERS:-100000}
-per_process=${PER_PROCESS:-19000}
 providers=${PROVIDERS:-1}
+# A node holds its sockets plus descriptors of its own (23 idle: listener, epoll,
+# PostgreSQL and Redis connections; more as its database pool grows, up to 16
+# PostgreSQL connections) and one REST connection per room writer: what is left of
+# the hard limit is its share. Past it the node cannot accept, and the run stalls.
+hard=$(ulimit -Hn)
+per_node_max=$(( hard - 38 - 2 * providers ))
+fit=$(( nodes * per_node_max ))
+subscribers=${SUBSCRIBERS:-$(( fit < 100000 ? fit : 100000 ))}
+per_process=${PER_PROCESS:-$(( hard - 1000 ))}
 changes=${CHANGES:-30}
 rate=${RATE:-0.25}
 join_secs=${JOIN_SECS:-300}
@@ -47,6 +57,11 @@ secret=${EVENTIDE_JWT_SECRET:-bench-secret-0123456789abcdef}
 pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 db=eventide_hundredk_${name//[^a-z0-9]/_}_$(date +%s)
 for f in "$hub" "$load"; do [ -x "$f" ] || { echo "no executable $f" >&2; exit 1; }; done
+if [ $(( (subscribers + nodes - 1) / nodes )) -gt "$per_node_max" ]; then
+  echo "$subscribers sockets over $nodes nodes do not fit: a node may hold $per_node_max" \
+    "under the hard RLIMIT_NOFILE of $hard; set NODES higher or SUBSCRIBERS lower" >&2
+  exit 1
+fi
 mkdir -p "$out"
 rm -f "$out"/*
 # Each process may hold as many descriptors as the hard limit allows (no root needed).
@@ -160,6 +175,9 @@ for k in $(seq 0 $((procs - 1))); do
   pids+=($!)
 done
 echo "subscribers: $subscribers in $procs processes of $slice; $providers room(s)" | tee -a "$out/setup.txt"
+[ "$subscribers" -lt 100000 ] && [ -z "${SUBSCRIBERS:-}" ] &&
+  echo "(100,000 do not fit: $nodes nodes of at most $per_node_max under the hard RLIMIT_NOFILE of $hard)" |
+  tee -a "$out/setup.txt"
 
 # Wait until every process has all its sockets joined (or one gave up).
 for _ in $(seq $(( join_secs * 10 + 100 ))); do
