@@ -98,12 +98,13 @@ busy = sum(int(cpu[i]) for i in (1, 2, 3, 6, 8))  # user nice system irq steal
 print(time.time(), busy, cpu[7], *(sum(ticks(p) for p in arg.split()) for arg in sys.argv[1:3]))
 PY
 }
-# Between two snapshots, in % of one CPU (clock ticks are 1/100 s): the hubs, the
-# subscriber processes, softirq, and every other process (the writer, Redis,
-# PostgreSQL, other people's work on the machine).
+# Between two snapshots, in % of one CPU (clock ticks are 1/100 s): the machine's busy
+# time, the hubs', the subscriber processes', and everything else (the writer, Redis,
+# PostgreSQL, other people's work, and softirq not charged to those processes; softirq
+# is also given alone, but part of it ran inside the processes and counts there too).
 cpu_percent() {
-  echo "$1 $2" | awk -v what="$3" '{ s = $6 - $1; b = ($7 - $2) / s; q = ($8 - $3) / s; h = ($9 - $4) / s; l = ($10 - $5) / s;
-    printf "CPU %s (%% of one CPU, machine = 200): hubs %.0f, subscriber processes %.0f, softirq %.0f, other processes %.0f", what, h, l, q, b - h - l }'
+  echo "$1 $2" | awk -v what="$3" '{ s = $6 - $1; b = ($7 - $2 + $8 - $3) / s; q = ($8 - $3) / s; h = ($9 - $4) / s; l = ($10 - $5) / s;
+    printf "CPU %s (%% of one CPU): machine busy %.0f of 200, hubs %.0f, subscriber processes %.0f, everything else %.0f (softirq %.0f)", what, b, h, l, b - h - l, q }'
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { for p in "$@"; do printf '%s ' "$(find "/proc/$p/fd" -mindepth 1 | wc -l)"; done; }
