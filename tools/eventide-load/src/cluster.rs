@@ -9,8 +9,14 @@
 //! the room's versions `base+1..=last`, once, in order (`sequence::check`); the report
 //! gives REST write and delivery latency, and for each fault the time from its end
 //! until every subscriber held every version acknowledged before that end.
+//!
+//! One process holds at most as many sockets as its file-descriptor limit allows, so a
+//! run can be split (`--role`): several `subscribe` processes, each with a slice of the
+//! subscribers (`--first-subscriber`), and one `write` process; they meet in the files
+//! of [`split`](super::split) and `merge` joins their results.
 
 use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +26,7 @@ use tokio::time::{sleep, Instant};
 use super::redis;
 use super::report::Report;
 use super::sequence::RoomTrack;
+use super::split::{self, Reach};
 use super::stats::Histogram;
 use super::sys::{self, now_micros};
 use super::target::{Auth, Target};
@@ -42,6 +49,18 @@ pub enum Fault {
     PauseWrites,
 }
 
+/// What one process does of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Subscribers and changes in this process.
+    Both,
+    /// Only the subscribers: another process makes the changes; this one waits for
+    /// `--writes-done-file`, then checks and writes its arrivals to `--changes-file`.
+    Subscribe,
+    /// Only the changes (no subscriber): their REST calls go to `--changes-file`.
+    Write,
+}
+
 /// Arguments of `cluster`.
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -60,9 +79,31 @@ pub struct ClusterArgs {
     /// Sockets per source address (127.0.0.2, …).
     #[arg(long, default_value_t = 5000)]
     per_source: usize,
-    /// Subscriber sockets (at most 20,000), subscriber i on node i % nodes.
+    /// Subscriber sockets in this process (at most 20,000), subscriber i on node i % nodes.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
+    /// The run-wide index of this process's first subscriber: node, rooms, source
+    /// address and token subject follow the run-wide index, so that processes with
+    /// disjoint slices together make one run.
+    #[arg(long, default_value_t = 0)]
+    first_subscriber: usize,
+    /// What this process does of the run.
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    role: Role,
+    /// Written once every subscriber joined its rooms (sockets per node, when
+    /// connecting began and ended).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// `--role subscribe`: the changes are over once this file exists.
+    #[arg(long)]
+    writes_done_file: Option<PathBuf>,
+    /// Written at the end: per change, how it reached this process's subscribers
+    /// (`subscribe`), or when its REST call was due, sent and answered (`write`).
+    #[arg(long)]
+    changes_file: Option<PathBuf>,
+    /// Seconds every subscriber has to join its rooms.
+    #[arg(long, default_value_t = 60)]
+    join_secs: u64,
     /// Rooms provider-{first}…; subscriber i joins provider (i + j) % P for j < --rooms-each.
     #[arg(long, default_value_t = 10)]
     providers: usize,
@@ -121,9 +162,13 @@ struct Shared {
     tracks: Vec<Vec<Option<RoomTrack>>>,
     /// Per subscriber: when its socket was down, `(closed, reopened)`.
     down: Vec<Vec<(u64, u64)>>,
-    /// Per change: its version (0 until some subscriber saw it) and its REST ack time.
+    /// Per change: its version (0 until some subscriber saw it), when its REST call
+    /// was due, sent and answered, and how it reached the subscribers.
     version_of: Vec<u64>,
+    due_us: Vec<u64>,
+    sent_us: Vec<u64>,
     acked_us: Vec<u64>,
+    reach: Vec<Reach>,
     joined: usize,
     live: Histogram,
     replay: Histogram,
@@ -144,11 +189,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The run-wide index of this process's subscriber `i`.
+    fn global(&self, i: usize) -> usize {
+        self.args.first_subscriber + i
+    }
+
     fn rooms_of(&self, i: usize) -> Vec<usize> {
         let p = self.args.providers;
         (0..self.args.rooms_each.min(p))
-            .map(|j| (i + j) % p)
+            .map(|j| (self.global(i) + j) % p)
             .collect()
+    }
+}
+
+/// Sleeps until `path` exists (the caller's timeout bounds the wait).
+async fn wait_for_file(path: &Path) {
+    while !path.exists() {
+        sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -176,8 +233,26 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     if let Some(addr) = redis_addr {
         redis::command(addr, &["PING"]).await?;
     }
+    match args.role {
+        Role::Both if args.changes_file.is_some() => {
+            return Err("--changes-file needs --role subscribe or write".into())
+        }
+        Role::Subscribe if args.writes_done_file.is_none() || args.changes_file.is_none() => {
+            return Err("--role subscribe needs --writes-done-file and --changes-file".into())
+        }
+        Role::Write if args.changes_file.is_none() => {
+            return Err("--role write needs --changes-file".into())
+        }
+        Role::Subscribe | Role::Write if args.fault != Fault::None => {
+            return Err("faults need the writers and the subscribers in one process".into())
+        }
+        _ => {}
+    }
     let mut args = args;
-    args.subscribers = args.subscribers.clamp(1, 20_000);
+    args.subscribers = match args.role {
+        Role::Write => 0,
+        _ => args.subscribers.clamp(1, 20_000),
+    };
     args.changes = args.changes.clamp(1, 100_000);
     let (soft, _) = sys::raise_nofile_limit().map_err(|e| format!("setrlimit: {e}"))?;
     if args.subscribers as u64 + 64 > soft {
@@ -192,7 +267,10 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
         tracks: vec![vec![None; each]; n_subs],
         down: vec![Vec::new(); n_subs],
         version_of: vec![0; args.changes],
+        due_us: vec![0; args.changes],
+        sent_us: vec![0; args.changes],
         acked_us: vec![0; args.changes],
+        reach: vec![Reach::default(); args.changes],
         ..Shared::default()
     };
     let ctx = Rc::new(Ctx {
@@ -205,26 +283,46 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     let a = &ctx.args;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let joining = std::time::Instant::now();
+    let (joining, connect_started_us) = (std::time::Instant::now(), now_micros());
     let subs: Vec<_> = (0..n_subs)
         .map(|i| tokio::task::spawn_local(subscriber(i, ctx.clone(), stop_rx.clone())))
         .collect();
-    let join_deadline = Instant::now() + Duration::from_secs(60);
+    let join_deadline = Instant::now() + Duration::from_secs(a.join_secs);
     while ctx.shared.borrow().joined < n_subs * each {
         if Instant::now() >= join_deadline {
             let _ = stop_tx.send(true);
             let s = ctx.shared.borrow();
             return Err(format!(
-                "only {} of {} rooms joined in 60 s: {:?}",
+                "only {} of {} rooms joined in {} s ({} connect failures): {:?}",
                 s.joined,
                 n_subs * each,
+                a.join_secs,
+                s.connect_failures,
                 s.first_error
             ));
         }
         sleep(Duration::from_millis(20)).await;
     }
     let subscribe_secs = joining.elapsed().as_secs_f64();
-    sleep(Duration::from_millis(500)).await;
+    if let Some(path) = &a.ready_file {
+        let mut sockets_per_node = vec![0u64; ctx.nodes.len()];
+        for i in 0..n_subs {
+            sockets_per_node[ctx.global(i) % ctx.nodes.len()] += 1;
+        }
+        let ready = split::Ready {
+            first_subscriber: a.first_subscriber,
+            subscribers: n_subs,
+            providers: a.providers,
+            rooms_each: each,
+            sockets_per_node,
+            connect_started_us,
+            joined_us: now_micros(),
+        };
+        split::write_json(path, &ready)?;
+    }
+    if a.role != Role::Subscribe {
+        sleep(Duration::from_millis(500)).await;
+    }
 
     let token = ctx.auth.publisher()?;
     // Slots after 2100, one second apart and in a window that moves with the clock, so
@@ -237,7 +335,12 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
         sys::machine_busy_micros(),
     );
     let (start, start_us) = (Instant::now(), now_micros());
-    let writers: Vec<_> = (0..a.providers.min(a.changes))
+    let writing = if a.role == Role::Subscribe {
+        0
+    } else {
+        a.providers.min(a.changes)
+    };
+    let writers: Vec<_> = (0..writing)
         .map(|r| {
             tokio::task::spawn_local(write_room(
                 r,
@@ -268,6 +371,9 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
         lag.merge(&l);
         rest_errors += e;
         first_rest_error = first_rest_error.or(f);
+    }
+    if let (Role::Subscribe, Some(path)) = (a.role, &a.writes_done_file) {
+        wait_for_file(path).await;
     }
     let written_us = now_micros();
     let faults = match faults {
@@ -302,7 +408,7 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     for s in subs {
         let _ = s.await;
     }
-    Ok(verdict::report(
+    let report = verdict::report(
         &ctx,
         Measured {
             subscribe_secs,
@@ -320,7 +426,51 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
             tool_cpu,
             machine,
         },
-    ))
+    );
+    if let Some(path) = &a.changes_file {
+        write_changes(&ctx, &report, path)?;
+    }
+    Ok(report)
+}
+
+/// Writes what this process of a split run saw of the changes (see `split`).
+fn write_changes(ctx: &Ctx, report: &Report, path: &Path) -> Result<(), String> {
+    let (a, s) = (&ctx.args, ctx.shared.borrow());
+    if a.role == Role::Write {
+        let calls = (0..a.changes)
+            .map(|n| split::Call {
+                room: n % a.providers,
+                due_us: s.due_us[n],
+                sent_us: s.sent_us[n],
+                acked_us: s.acked_us[n],
+            })
+            .collect();
+        let calls = split::Calls {
+            rate_per_sec: a.rate,
+            providers: a.providers,
+            calls,
+        };
+        return split::write_json(path, &calls);
+    }
+    let count = |name: &str| {
+        report
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let arrivals = split::Arrivals {
+        first_subscriber: a.first_subscriber,
+        subscribers: a.subscribers,
+        reach: s.reach.clone(),
+        lost: count("lost"),
+        duplicated: count("duplicated"),
+        reordered: count("reordered"),
+        unexpected: count("unexpected"),
+        never_joined: count("never_joined"),
+        reconnects: count("reconnects"),
+        pass: report.get("pass") == Some(&serde_json::Value::Bool(true)),
+    };
+    split::write_json(path, &arrivals)
 }
 
 /// What `run` measured, for the verdict.

@@ -6,6 +6,9 @@
 //! on a loopback address and print a table plus one `RESULT {json}` line; the hidden
 //! `reference-server` is the minimal tokio-tungstenite fan-out server the hub is
 //! compared with. Every run is bounded: counts are capped and `--timeout` stops it.
+//! `cluster` spreads subscribers over several hub nodes; a run too big for one
+//! process's file descriptors is split over several `cluster` processes, and `merge`
+//! joins their files into one result.
 //!
 //! Run the tool on another CPU than the server (`taskset -c 1`), on one thread: it is
 //! a single-threaded tokio runtime.
@@ -14,11 +17,13 @@ mod cluster;
 mod connect;
 mod fanout;
 mod http;
+mod merge;
 mod redis;
 mod reference;
 mod report;
 mod sequence;
 mod slow;
+mod split;
 mod stats;
 mod sys;
 mod target;
@@ -54,6 +59,9 @@ enum Command {
     /// client drops and Redis faults on a schedule; report loss, duplicates, order,
     /// latency and the convergence after each fault.
     Cluster(cluster::ClusterArgs),
+    /// One result for a `cluster` run split over several processes: sockets per node,
+    /// connect rate, hub memory per socket, change → last subscriber, loss.
+    Merge(merge::MergeArgs),
     /// The minimal tokio-tungstenite fan-out server the hub is compared with.
     #[command(hide = true)]
     ReferenceServer(reference::ReferenceArgs),
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
             Command::Fanout(args) => bounded(args.common.timeout, fanout::run(args)).await,
             Command::Slow(args) => bounded(args.common.timeout, slow::run(args)).await,
             Command::Cluster(args) => bounded(args.timeout, cluster::run(args)).await,
+            Command::Merge(args) => merge::run(args).map(Some),
             Command::ReferenceServer(args) => reference::run(args).await.map(|()| None),
         }
     });
@@ -179,7 +188,9 @@ mod tests {
                 Command::Fanout(args) => fanout::run(args).await,
                 Command::Connect(args) => connect::run(args).await,
                 Command::Slow(args) => slow::run(args).await,
-                Command::Cluster(_) | Command::ReferenceServer(_) => unreachable!(),
+                Command::Cluster(_) | Command::Merge(_) | Command::ReferenceServer(_) => {
+                    unreachable!()
+                }
             }
             .unwrap()
         })

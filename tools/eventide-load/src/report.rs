@@ -42,7 +42,6 @@ impl Report {
     }
 
     /// The value of a row.
-    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.rows.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }

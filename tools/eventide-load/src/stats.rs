@@ -139,7 +139,6 @@ pub fn nearest_rank(p: f64, count: u64) -> u64 {
 }
 
 /// The exact nearest-rank percentile of `sorted` (ascending); `None` when empty.
-#[cfg(test)]
 pub fn exact_percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;

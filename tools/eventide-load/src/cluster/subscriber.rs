@@ -42,6 +42,9 @@ struct FrameData {
     code: Option<String>,
 }
 
+/// How long one connect and WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The room index of `provider-{id}`.
 pub(super) fn room_index(name: &str, first: u64, providers: usize) -> Option<usize> {
     let id: u64 = name.strip_prefix("provider-")?.parse().ok()?;
@@ -109,7 +112,13 @@ fn handle(
             let Some(track) = s.tracks[i][j].as_mut() else {
                 return Ok(());
             };
-            if track.record(v, now) {
+            let (new, base) = (track.record(v, now), track.base);
+            if v > base {
+                if let Some(reach) = s.reach.get_mut(n as usize) {
+                    reach.arrived(now, new);
+                }
+            }
+            if new {
                 let latency = now.saturating_sub(t);
                 if v <= replay_to[j] {
                     s.replay.record(latency)
@@ -136,17 +145,23 @@ fn handle(
 /// One subscriber: connect to its node, join (with `since` after the first time), read,
 /// drop on schedule, rejoin, until `stop`.
 pub(super) async fn subscriber(i: usize, ctx: Rc<Ctx>, mut stop: watch::Receiver<bool>) {
-    let node = &ctx.nodes[i % ctx.nodes.len()];
+    let global = ctx.global(i);
+    let node = &ctx.nodes[global % ctx.nodes.len()];
     let rooms = ctx.rooms_of(i);
-    let token = ctx.auth.subscriber(i).ok().flatten();
-    let source = source_for(i, ctx.args.per_source, &node.addr);
+    let token = ctx.auth.subscriber(global).ok().flatten();
+    let source = source_for(global, ctx.args.per_source, &node.addr);
     let config = ws::client_config(8192);
     let a = &ctx.args;
-    let mut draws = (i as u64) << 20;
+    let mut draws = (global as u64) << 20;
     loop {
         let opened = {
             let _permit = ctx.handshakes.acquire().await;
-            ws::open(node, source, token.as_deref(), config).await
+            // Bounded: a node out of file descriptors leaves the TCP connection in its
+            // backlog, never accepted, and the handshake would wait forever.
+            let open = ws::open(node, source, token.as_deref(), config);
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
+                .await
+                .unwrap_or_else(|_| Err("handshake timed out".to_owned()))
         };
         let mut socket = match opened {
             Ok(s) => s,
@@ -273,6 +288,7 @@ mod tests {
                 down: vec![Vec::new(); 2],
                 version_of: vec![0; 20],
                 acked_us: vec![0; 20],
+                reach: vec![Default::default(); 20],
                 ..Shared::default()
             }),
             args,
@@ -311,6 +327,13 @@ mod tests {
         assert_eq!((s.live.count(), s.replay.count()), (2, 2));
         assert_eq!((s.version_of[1], s.version_of[11]), (5, 6));
         assert_eq!(s.joined, 1);
+        // Per change: one receiver each; the repeat of change 31 is past the plan.
+        assert_eq!((s.reach[1].subscribers, s.reach[11].subscribers), (1, 1));
+        assert_eq!(s.reach[1].repeats + s.reach[11].repeats, 0);
+        drop(s);
+        handle(&ctx, 1, &rooms, &mut replay_to, &update(2, 5, 1)).unwrap();
+        let s = ctx.shared.borrow();
+        assert_eq!((s.reach[1].subscribers, s.reach[1].repeats), (1, 1));
         drop(s);
         let refused = r#"{"event":"error","data":{"code":"unavailable"}}"#;
         assert!(handle(&ctx, 1, &rooms, &mut replay_to, refused).is_err());

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::super::report::Report;
 use super::super::sequence::{check, convergence, slowest_arrival, Holder};
-use super::{secs, Ctx, Measured};
+use super::{secs, Ctx, Measured, Role};
 
 /// Builds the report of a finished run.
 pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
@@ -54,7 +54,7 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
             if !c.clean() && findings.len() < 20 {
                 let change_of = |v: &u64| s.version_of.iter().position(|x| x == v);
                 let lost: Vec<Value> = c.lost.iter().take(20).map(|v| json!({"version": v, "change": change_of(v), "acked_s": change_of(v).map(|n| secs(s.acked_us[n], start_us))})).collect();
-                findings.push(json!({"subscriber": i, "node": i % ctx.nodes.len(), "room": format!("provider-{}", a.first_provider + r as u64), "base": t.base, "last": last[r], "lost": lost, "duplicated": &c.duplicated[..c.duplicated.len().min(20)], "reordered": &c.reordered[..c.reordered.len().min(20)], "unexpected": &c.unexpected[..c.unexpected.len().min(20)], "down": s.down[i].iter().map(|&(x, y)| [secs(x, start_us), secs(y, start_us)]).collect::<Vec<_>>()}));
+                findings.push(json!({"subscriber": ctx.global(i), "node": ctx.global(i) % ctx.nodes.len(), "room": format!("provider-{}", a.first_provider + r as u64), "base": t.base, "last": last[r], "lost": lost, "duplicated": &c.duplicated[..c.duplicated.len().min(20)], "reordered": &c.reordered[..c.reordered.len().min(20)], "unexpected": &c.unexpected[..c.unexpected.len().min(20)], "down": s.down[i].iter().map(|&(x, y)| [secs(x, start_us), secs(y, start_us)]).collect::<Vec<_>>()}));
             }
         }
     }
@@ -99,10 +99,13 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
     let passed = totals[2] + totals[3] + totals[4] + totals[5] == 0
         && never_joined == 0
         && never_converged == 0
-        && settled_us.is_some();
+        && settled_us.is_some()
+        && (a.role != Role::Write || rest_errors == 0);
     let mut r = Report::new("cluster");
     r.add("hubs", a.hubs.clone())
+        .add("role", format!("{:?}", a.role).to_lowercase())
         .add("subscribers", n_subs as u64)
+        .add("first_subscriber", a.first_subscriber as u64)
         .add("providers", a.providers as u64)
         .add("rooms_each", each as u64)
         .add_f("subscribe_secs", subscribe_secs, 2)

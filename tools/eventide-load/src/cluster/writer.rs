@@ -41,6 +41,11 @@ pub(super) async fn write_room(
         let due_us = start_us + due.as_micros() as u64;
         let sent = now_micros();
         lag.record(sent.saturating_sub(due_us));
+        {
+            let mut s = ctx.shared.borrow_mut();
+            s.due_us[n] = due_us;
+            s.sent_us[n] = sent;
+        }
         let slot_start = epoch + n as i64;
         let body = json!({"startsAt": rfc3339(slot_start), "endsAt": rfc3339(slot_start + 1), "note": note(due_us, n)}).to_string();
         let node = a.write_node.unwrap_or((room + k) % clients.len());
