@@ -80,8 +80,8 @@ trap cleanup EXIT
 hub_warnings() {
   grep -hE 'WARN|ERROR' "$out"/hub*.log | sed -E 's/^\[[0-9T:.Z-]+ +/[/' | sort | uniq -c | sort -rn | head -20
 }
-# Now, the machine's busy time (softirq apart: loopback TCP is mostly processed there and
-# charged to no process) and the CPU time of two sets of processes, in clock ticks:
+# Now, the machine's busy time (softirq apart: much of loopback TCP is processed there)
+# and the CPU time of two sets of processes, in clock ticks:
 #   cpu_snapshot "HUB PIDS" "LOAD PIDS"  ->  SECONDS BUSY SOFTIRQ HUBS LOAD
 cpu_snapshot() {
   python3 - "$1" "$2" <<'PY'

@@ -116,7 +116,7 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
         )
         .add("rest_errors", rest_errors)
         .add("first_rest_error", first_rest_error.unwrap_or_default())
-        .add_f("rate_per_sec", a.rate, 1)
+        .add_f("rate_per_sec", a.rate, 2)
         .add(
             "writes_through",
             a.write_node
