@@ -33,15 +33,6 @@ impl TryWrite for tokio::net::TcpStream {
     }
 }
 
-/// The socket of a writer that only queues.
-enum NoSocket {}
-
-impl TryWrite for NoSocket {
-    fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
-        match *self {}
-    }
-}
-
 /// The queue would pass the cap: the session must be closed as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
@@ -56,6 +47,18 @@ struct Queued {
 }
 
 impl Queued {
+    /// A whole, unwritten frame: its header and its payload.
+    fn new(opcode: OpCode, payload: Bytes) -> Self {
+        let mut header_buf = [0u8; MAX_HEADER];
+        let header_len = header(opcode, payload.len(), &mut header_buf).len();
+        Queued {
+            header: header_buf,
+            header_len: header_len as u8,
+            payload,
+            written: 0,
+        }
+    }
+
     fn unsent(&self) -> usize {
         self.header_len as usize + self.payload.len() - self.written
     }
@@ -114,19 +117,21 @@ impl SocketWriter {
         opcode: OpCode,
         payload: Bytes,
     ) -> Result<(), Overflow> {
-        self.write_or_queue(Some(io), opcode, payload, self.cap)
+        let frame = self.write_now(io, Queued::new(opcode, payload));
+        self.push(frame, self.cap)
     }
 
     /// Queues a frame without writing it, for a [`SocketWriter::flush`] that writes
     /// every frame queued meanwhile in one call.
     pub fn queue(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Overflow> {
-        self.write_or_queue(None::<&NoSocket>, opcode, payload, self.cap)
+        self.push(Some(Queued::new(opcode, payload)), self.cap)
     }
 
     /// Writes the close frame, queueing what the kernel does not take even past the
     /// cap: it is the last frame, and at most 125 bytes.
     pub fn send_close(&mut self, io: &impl TryWrite, payload: Bytes) {
-        let _ = self.write_or_queue(Some(io), OpCode::Close, payload, usize::MAX);
+        let frame = self.write_now(io, Queued::new(OpCode::Close, payload));
+        let _ = self.push(frame, usize::MAX);
     }
 
     /// Drops every queued frame but a partly written first one (the client must get
@@ -141,33 +146,27 @@ impl SocketWriter {
         }
     }
 
-    /// Writes the frame at once if `io` is given and nothing is queued before it;
-    /// queues the rest (within `cap`).
-    fn write_or_queue(
-        &mut self,
-        io: Option<&impl TryWrite>,
-        opcode: OpCode,
-        payload: Bytes,
-        cap: usize,
-    ) -> Result<(), Overflow> {
-        let mut header_buf = [0u8; MAX_HEADER];
-        let header_len = header(opcode, payload.len(), &mut header_buf).len();
-        let mut frame = Queued {
-            header: header_buf,
-            header_len: header_len as u8,
-            payload,
-            written: 0,
-        };
-        if let Some(io) = io.filter(|_| self.queue.is_empty()) {
+    /// Offers `frame` to the kernel if nothing is queued before it; what is left of
+    /// it, if anything.
+    fn write_now(&self, io: &impl TryWrite, mut frame: Queued) -> Option<Queued> {
+        if self.queue.is_empty() {
             let [head, body] = frame.slices();
             match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-                Ok(n) if n == frame.unsent() => return Ok(()),
+                Ok(n) if n == frame.unsent() => return None,
                 Ok(n) => frame.written = n,
                 // Closed or failing: the reader sees it and ends the session; frames
                 // queued meanwhile are bounded by the cap like any others.
                 Err(_) => {}
             }
         }
+        Some(frame)
+    }
+
+    /// Queues what is left of a frame, unless the queue would pass `cap`.
+    fn push(&mut self, frame: Option<Queued>, cap: usize) -> Result<(), Overflow> {
+        let Some(frame) = frame else {
+            return Ok(());
+        };
         let cost = frame.unsent() + ENTRY_COST;
         if self.queued.saturating_add(cost) > cap {
             return Err(Overflow);
