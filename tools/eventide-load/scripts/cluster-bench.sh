@@ -13,6 +13,7 @@
 # Output (hub logs, Redis log, the tool's report, the hubs' delivery metrics) goes to
 # ${OUT:-/tmp/eventide-cluster-bench}/NAME/.
 set -euo pipefail
+. "$(dirname "$0")/cluster-lib.sh"
 
 name=${1:?usage: cluster-bench.sh NAME [cluster options…]}
 shift
@@ -35,33 +36,15 @@ cleanup() {
 trap cleanup EXIT
 
 psql "$pg_admin" -qc "CREATE DATABASE $db"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 
 hub_args=()
 for n in 0 1; do
   prefix="bench-$name:"
   [ "$n" = 1 ] && prefix=${NODE1_REDIS_PREFIX:-$prefix}
-  EVENTIDE_ADDR=127.0.0.1:0 DATABASE_URL="${pg_admin%/*}/$db" EVENTIDE_JWT_SECRET="$secret" \
-    EVENTIDE_REDIS_URL="redis://127.0.0.1:$port" EVENTIDE_REDIS_PREFIX="$prefix" \
-    EVENTIDE_MAX_CONNECTIONS_PER_SUB=100000 EVENTIDE_METRICS_LOOPBACK_OPEN=true \
-    RUST_LOG=warn,eventide_hub::startup=info \
-    taskset -c 0 "$bin/eventide-hub" >"$out/hub$n.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  addr=
-  # One at a time: the first node migrates the fresh database.
-  for _ in $(seq 300); do
-    addr=$(grep -o 'listening on http://[0-9.:]*' "$out/hub$n.log" | head -1 | sed 's|.*http://||') || true
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$out/hub$n.log"; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "hub $n did not start" >&2; exit 1; }
-  echo "hub $n: pid $pid on $addr" | tee -a "$out/setup.txt"
-  hub_args+=(--hub "ws://$addr/ws" --hub-pid "$pid")
-  eval "addr$n=$addr"
+  start_hub "$n" "$bin/eventide-hub" "$prefix"
+  hub_args+=(--hub "ws://$hub_addr/ws" --hub-pid "$hub_pid")
+  eval "addr$n=$hub_addr"
 done
 {
   echo "redis: port $port ($(redis-server --version | cut -d' ' -f3))"

@@ -31,6 +31,7 @@
 # Output (hub and Redis logs, each process's report, the split run's files, the
 # summary) goes to ${OUT:-/tmp/eventide-hundred-k}/NAME/.
 set -euo pipefail
+. "$(dirname "$0")/cluster-lib.sh"
 
 name=${1:?usage: hundred-k.sh NAME}
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
@@ -110,34 +111,16 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { for p in "$@"; do printf '%s ' "$(find "/proc/$p/fd" -mindepth 1 | wc -l)"; done; }
 
 psql "$pg_admin" -qc "CREATE DATABASE $db"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 
 hub_args=()
 hub_pids=()
 addrs=()
 for n in $(seq 0 $((nodes - 1))); do
-  EVENTIDE_ADDR=127.0.0.1:0 DATABASE_URL="${pg_admin%/*}/$db" EVENTIDE_JWT_SECRET="$secret" \
-    EVENTIDE_REDIS_URL="redis://127.0.0.1:$port" EVENTIDE_REDIS_PREFIX="hundredk-$name:" \
-    EVENTIDE_MAX_CONNECTIONS_PER_SUB=100000 EVENTIDE_METRICS_LOOPBACK_OPEN=true \
-    RUST_LOG=warn,eventide_hub::startup=info \
-    taskset -c 0 "$hub" >"$out/hub$n.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  addr=
-  # One at a time: the first node migrates the fresh database.
-  for _ in $(seq 300); do
-    addr=$(grep -so 'listening on http://[0-9.:]*' "$out/hub$n.log" | head -1 | sed 's|.*http://||') || true
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$out/hub$n.log"; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "hub $n did not start" >&2; exit 1; }
-  echo "hub $n: pid $pid on $addr" | tee -a "$out/setup.txt"
-  hub_args+=(--hub "ws://$addr/ws")
-  hub_pids+=("$pid")
-  addrs+=("$addr")
+  start_hub "$n" "$hub" "hundredk-$name:"
+  hub_args+=(--hub "ws://$hub_addr/ws")
+  hub_pids+=("$hub_pid")
+  addrs+=("$hub_addr")
 done
 hub_root=$(git -C "$(dirname "$hub")" rev-parse --show-toplevel 2>/dev/null) || hub_root=
 if [ -z "${HUB_COMMIT:-}" ] && [ -n "$hub_root" ]; then
