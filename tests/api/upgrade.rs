@@ -16,14 +16,6 @@ const TEXT: u8 = 0x1;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 
-fn handshake(path: &str, method: &str, token: &str) -> String {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    )
-}
-
 /// Sends `bytes` in one write and reads until the server closes or stays silent for
 /// `wait`: the HTTP head, and everything after it.
 fn exchange(port: u16, bytes: Vec<u8>, wait: Duration) -> (String, Vec<u8>) {
@@ -61,7 +53,7 @@ async fn frames_sent_in_the_same_write_as_the_handshake_are_all_answered_in_orde
     let port = app.port;
     // What a polite client would not do: the handshake and 40 requests in one write,
     // so the frames arrive in the bytes the HTTP server read with the request.
-    let mut bytes = handshake("/ws", "GET", &admin()).into_bytes();
+    let mut bytes = upgrade_request("GET", "/ws", port, &admin()).into_bytes();
     for i in 0..20 {
         let join =
             json!({"event": "joinRoom", "data": {"room": format!("provider-{i}")}, "ref": i});
@@ -92,7 +84,7 @@ async fn a_clients_close_is_answered_with_its_code() {
     let app = TestApp::builder().spawn().await;
     let port = app.port;
     for code in [1000u16, 1001, 4321] {
-        let mut bytes = handshake("/ws", "GET", &admin()).into_bytes();
+        let mut bytes = upgrade_request("GET", "/ws", port, &admin()).into_bytes();
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
         bytes.extend(client_frame(CLOSE, &payload));
@@ -120,7 +112,7 @@ async fn upgrade_requests_that_are_not_a_handshake_to_ws_get_a_route_like_error(
         } else {
             admin()
         };
-        let bytes = handshake(path, method, &token).into_bytes();
+        let bytes = upgrade_request(method, path, port, &token).into_bytes();
         let (head, body) = blocking(move || exchange(port, bytes, Duration::from_secs(10)))
             .await
             .unwrap();
@@ -157,7 +149,7 @@ async fn a_node_holding_its_most_sockets_refuses_the_next_with_503() {
 async fn text_that_is_not_utf8_is_refused_with_1007() {
     let app = TestApp::builder().spawn().await;
     let port = app.port;
-    let mut bytes = handshake("/ws", "GET", &admin()).into_bytes();
+    let mut bytes = upgrade_request("GET", "/ws", port, &admin()).into_bytes();
     bytes.extend(client_frame(TEXT, &[b'{', 0xff, 0xfe, b'}']));
     let (head, rest) = blocking(move || exchange(port, bytes, Duration::from_secs(10)))
         .await
@@ -177,7 +169,7 @@ async fn a_frame_larger_than_the_read_buffer_arrives_whole() {
     // limit. The reply echoes it, so it must have been read whole.
     let reference = "r".repeat(40_000);
     let join = json!({"event": "joinRoom", "data": {"room": "provider-1"}, "ref": reference});
-    let mut bytes = handshake("/ws", "GET", &admin()).into_bytes();
+    let mut bytes = upgrade_request("GET", "/ws", port, &admin()).into_bytes();
     bytes.extend(client_frame(TEXT, join.to_string().as_bytes()));
     let (_, rest) = blocking(move || exchange(port, bytes, Duration::from_secs(2)))
         .await

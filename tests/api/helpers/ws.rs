@@ -157,18 +157,22 @@ impl WsClient {
     }
 }
 
+/// A WebSocket upgrade request as a client writes it: a bearer token, no `Origin`.
+pub fn upgrade_request(method: &str, path: &str, port: u16, token: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+}
+
 /// Upgrades a blocking TCP stream to a WebSocket by hand (a bearer token, no `Origin`)
 /// and reads the `101` answer, for tests that need control of the socket itself: a
 /// small receive buffer, a reader that stops reading.
 pub fn upgrade_by_hand(stream: &mut std::net::TcpStream, port: u16, token: &str) {
     use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
+    let request = upgrade_request("GET", "/ws", port, token);
+    stream.write_all(request.as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
