@@ -163,12 +163,9 @@ impl Outbox {
         match self.flush {
             Flush::Idle => self.writer.send(&*self.connection, opcode, payload),
             Flush::Writable => self.writer.queue(opcode, payload),
-            // Held frames count against the cap although the kernel may take them
-            // all: before calling the session slow, write what is held.
-            Flush::Holding => self.writer.queue(opcode, payload.clone()).or_else(|_| {
-                let _ = self.writer.flush(&*self.connection);
-                self.writer.queue(opcode, payload)
-            }),
+            Flush::Holding => self
+                .writer
+                .queue_or_flush(&*self.connection, opcode, payload),
         }
     }
 }

@@ -127,6 +127,24 @@ impl SocketWriter {
         self.push(Some(Queued::new(opcode, payload)), self.cap)
     }
 
+    /// Queues a frame like [`SocketWriter::queue`], but if the queue would pass the
+    /// cap, first writes what is queued: frames held for one write count against the
+    /// cap although the kernel may take them all, so a full queue is only a slow
+    /// consumer once the kernel has refused.
+    pub fn queue_or_flush(
+        &mut self,
+        io: &impl TryWrite,
+        opcode: OpCode,
+        payload: Bytes,
+    ) -> Result<(), Overflow> {
+        let frame = Queued::new(opcode, payload);
+        if self.queued.saturating_add(frame.unsent() + ENTRY_COST) > self.cap {
+            // A failing socket is seen by the reader; the push below then overflows.
+            let _ = self.flush(io);
+        }
+        self.push(Some(frame), self.cap)
+    }
+
     /// Writes the close frame, queueing what the kernel does not take even past the
     /// cap: it is the last frame, and at most 125 bytes.
     pub fn send_close(&mut self, io: &impl TryWrite, payload: Bytes) {

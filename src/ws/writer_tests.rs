@@ -142,3 +142,31 @@ fn a_client_cut_off_between_frames_gets_only_the_close_frame() {
     assert!(writer.flush(&socket).unwrap());
     assert_eq!(*socket.taken.borrow(), vec![0x88, 2, 0x03, 0xe8]);
 }
+
+#[test]
+fn a_held_frame_that_would_pass_the_cap_first_writes_what_is_held() {
+    let socket = FakeSocket::with_room(usize::MAX);
+    let cap = 2 * (100 + 2 + ENTRY_COST);
+    let mut writer = SocketWriter::new(cap);
+    for _ in 0..2 {
+        writer
+            .queue_or_flush(&socket, OpCode::Text, Bytes::from(vec![b'h'; 100]))
+            .unwrap();
+    }
+    assert_eq!(socket.calls.get(), 0);
+    // The third does not fit: the two held go to the kernel, the third is held.
+    writer
+        .queue_or_flush(&socket, OpCode::Text, Bytes::from(vec![b'h'; 100]))
+        .unwrap();
+    assert_eq!(socket.calls.get(), 1);
+    assert_eq!(writer.queued_bytes(), 102 + ENTRY_COST);
+    // A kernel that takes nothing: past the cap is an overflow as ever.
+    socket.room.set(0);
+    writer
+        .queue_or_flush(&socket, OpCode::Text, Bytes::from(vec![b'h'; 100]))
+        .unwrap();
+    assert_eq!(
+        writer.queue_or_flush(&socket, OpCode::Text, Bytes::from(vec![b'h'; 100])),
+        Err(Overflow)
+    );
+}
