@@ -75,13 +75,13 @@ impl Outbox {
         self.writer.has_room_for(extra)
     }
 
-    /// Queues a text frame (its bytes shared, never copied), unless that would pass
-    /// the cap.
+    /// Sends a text frame (its bytes shared, never copied): written at once unless
+    /// held or behind queued frames, refused if queueing it would pass the cap.
     pub fn text(&mut self, frame: Bytes) -> Result<(), Overflow> {
         self.send(OpCode::Text, frame)
     }
 
-    /// Queues a ping, unless that would pass the cap.
+    /// Sends a ping, as [`Outbox::text`].
     pub fn ping(&mut self) -> Result<(), Overflow> {
         self.send(OpCode::Ping, Bytes::new())
     }
