@@ -10,14 +10,24 @@
 //! within a second. Readers count only nodes whose heartbeat is younger than
 //! [`NODE_TTL`], and a node's keys expire after it, so a node that dies is forgotten
 //! within that time. When Redis does not answer, a node counts its own sockets only.
+//!
+//! The state heals when Redis loses it (a restart without persistence, a failover):
+//! the rooms hash carries a mark, [`MARK`], that only a full rewrite sets, and a node
+//! rewrites everything when a flush finds it missing, after a flush that failed, and
+//! after a new connection ([`pending`]). So within a second or two of Redis answering
+//! again every node's full state is back.
 
-use std::collections::{BTreeSet, HashMap};
+mod pending;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
+use self::pending::{Outcome, Pending, Plan};
 use crate::rooms::{Members, RoomIndex, RoomName};
 use crate::ws::ConnectionCounter;
 
@@ -27,6 +37,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 pub const NODE_TTL: Duration = Duration::from_secs(15);
 /// How long a read for a handshake or a presence query may wait for Redis.
 const READ_TIMEOUT: Duration = Duration::from_millis(300);
+/// The field of a node's rooms hash that says the hash holds the node's whole state:
+/// written by a full rewrite only, and never a room name (`#` is not allowed in one).
+const MARK: &str = "#complete";
+/// Fields per `HSET` in a full rewrite.
+const REWRITE_BATCH: usize = 500;
 
 /// Sockets and subjects in a room, summed over nodes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,7 +72,11 @@ pub struct Census {
     client: redis::Client,
     prefix: String,
     node_id: u64,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    /// The connection in use, with its number (see `connections_made`).
+    connection: Mutex<Option<(MultiplexedConnection, u64)>>,
+    /// Connections made so far: a flush over a new one rewrites the node's state
+    /// next, since what Redis holds behind a reconnect is unknown.
+    connections_made: AtomicU64,
     /// The other nodes alive at the last heartbeat.
     peers: Mutex<Vec<u64>>,
 }
@@ -77,6 +96,7 @@ impl Census {
             prefix: prefix.to_owned(),
             node_id,
             connection: Mutex::new(None),
+            connections_made: AtomicU64::new(0),
             peers: Mutex::new(Vec::new()),
         }
     }
@@ -93,7 +113,8 @@ impl Census {
         format!("{}node:{node}:rooms", self.prefix)
     }
 
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// The connection in use, or a new one; with its number.
+    async fn connection(&self) -> redis::RedisResult<(MultiplexedConnection, u64)> {
         if let Some(conn) = self
             .connection
             .lock()
@@ -109,8 +130,10 @@ impl Census {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        Ok(conn)
+        let number = self.connections_made.fetch_add(1, Ordering::Relaxed) + 1;
+        let made = (conn, number);
+        *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(made.clone());
+        Ok(made)
     }
 
     fn forget_connection(&self) {
@@ -127,9 +150,19 @@ impl Census {
         pipe: &redis::Pipeline,
         deadline: Duration,
     ) -> Option<T> {
+        self.query_on(pipe, deadline).await.map(|(value, _)| value)
+    }
+
+    /// [`Census::query`], also answering the number of the connection it went over.
+    async fn query_on<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        deadline: Duration,
+    ) -> Option<(T, u64)> {
         let attempt = async {
-            let mut conn = self.connection().await?;
-            pipe.query_async::<T>(&mut conn).await
+            let (mut conn, number) = self.connection().await?;
+            let value = pipe.query_async::<T>(&mut conn).await?;
+            Ok::<_, redis::RedisError>((value, number))
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(Ok(value)) => Some(value),
@@ -186,19 +219,15 @@ impl Census {
         total
     }
 
-    /// Writes the heartbeat and what changed, every [`FLUSH_EVERY`], forever.
+    /// Writes the heartbeat and what changed (or everything, when Redis may have lost
+    /// it), every [`FLUSH_EVERY`], forever.
     pub async fn run(self: Arc<Self>, index: Arc<RoomIndex>, sockets: ConnectionCounter) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
-        // What could not be written yet, retried at the next tick.
-        let mut rooms: HashMap<RoomName, Members> = HashMap::new();
-        let mut subs: HashMap<String, usize> = HashMap::new();
+        let mut pending = Pending::new();
         loop {
             tick.tick().await;
-            rooms.extend(index.take_dirty());
-            subs.extend(sockets.take_dirty());
-            let now = now_ms();
-            let ttl = NODE_TTL.as_secs() * 2;
             let mut pipe = redis::pipe();
+            let now = now_ms();
             pipe.zadd(self.nodes_key(), self.node_id, now).ignore();
             pipe.zrembyscore(
                 self.nodes_key(),
@@ -206,36 +235,74 @@ impl Census {
                 now - 4 * NODE_TTL.as_millis() as i64,
             )
             .ignore();
-            for (room, members) in &rooms {
-                let key = self.rooms_key(self.node_id);
-                if members.is_empty() {
-                    pipe.hdel(key, room.as_str()).ignore();
-                } else {
-                    let presence = Presence::of(members);
-                    let subs = serde_json::to_string(&presence.subs).unwrap_or_default();
-                    let value = format!("{} {subs}", presence.connections);
-                    pipe.hset(key, room.as_str(), value).ignore();
-                }
+            match pending.plan(index.take_dirty(), sockets.take_dirty()) {
+                Plan::Rewrite => self.rewrite(&mut pipe, index.snapshot(), sockets.snapshot()),
+                Plan::Changes => self.changes(&mut pipe, &pending),
             }
-            for (sub, count) in &subs {
-                let key = self.subs_key(self.node_id);
-                if *count == 0 {
-                    pipe.hdel(key, sub).ignore();
-                } else {
-                    pipe.hset(key, sub, *count).ignore();
-                }
-            }
+            // 1 when the mark was missing: set now, by a rewrite or by this check.
+            pipe.hset_nx(self.rooms_key(self.node_id), MARK, 1);
+            let ttl = (NODE_TTL * 2).as_secs() as i64;
             for key in [self.subs_key(self.node_id), self.rooms_key(self.node_id)] {
-                pipe.expire(key, ttl as i64).ignore();
+                pipe.expire(key, ttl).ignore();
             }
             let since = now - NODE_TTL.as_millis() as i64;
             pipe.zrangebyscore(self.nodes_key(), since, "+inf");
-            let live: Option<(Vec<u64>,)> = self.query(&pipe, Duration::from_secs(1)).await;
-            if let Some((live,)) = live {
-                rooms.clear();
-                subs.clear();
-                let peers: Vec<u64> = live.into_iter().filter(|n| *n != self.node_id).collect();
-                *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+            let flushed: Option<((i64, Vec<u64>), u64)> =
+                self.query_on(&pipe, Duration::from_secs(1)).await;
+            match flushed {
+                None => pending.flushed(Outcome::Failed),
+                Some(((mark_set, live), connection)) => {
+                    pending.flushed(Outcome::Written {
+                        connection,
+                        mark_found: mark_set == 0,
+                    });
+                    let peers: Vec<u64> = live.into_iter().filter(|n| *n != self.node_id).collect();
+                    *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+                }
+            }
+        }
+    }
+
+    /// Commands replacing this node's keys with `rooms` and `subs` (everything it
+    /// holds). Not a transaction: a reader may see the keys empty for a moment, which
+    /// happens only when Redis may have lost them anyway.
+    fn rewrite(
+        &self,
+        pipe: &mut redis::Pipeline,
+        rooms: Vec<(RoomName, Members)>,
+        subs: Vec<(String, usize)>,
+    ) {
+        let (rooms_key, subs_key) = (self.rooms_key(self.node_id), self.subs_key(self.node_id));
+        pipe.del(&rooms_key).ignore();
+        pipe.del(&subs_key).ignore();
+        let rooms: Vec<(String, String)> = rooms
+            .iter()
+            .map(|(room, members)| (room.as_str().to_owned(), room_value(members)))
+            .collect();
+        for batch in rooms.chunks(REWRITE_BATCH) {
+            pipe.hset_multiple(&rooms_key, batch).ignore();
+        }
+        for batch in subs.chunks(REWRITE_BATCH) {
+            pipe.hset_multiple(&subs_key, batch).ignore();
+        }
+    }
+
+    /// Commands writing what changed since the last flush.
+    fn changes(&self, pipe: &mut redis::Pipeline, pending: &Pending) {
+        let (rooms_key, subs_key) = (self.rooms_key(self.node_id), self.subs_key(self.node_id));
+        for (room, members) in pending.rooms() {
+            if members.is_empty() {
+                pipe.hdel(&rooms_key, room.as_str()).ignore();
+            } else {
+                pipe.hset(&rooms_key, room.as_str(), room_value(members))
+                    .ignore();
+            }
+        }
+        for (sub, count) in pending.subs() {
+            if *count == 0 {
+                pipe.hdel(&subs_key, sub).ignore();
+            } else {
+                pipe.hset(&subs_key, sub, *count).ignore();
             }
         }
     }
@@ -248,4 +315,11 @@ impl Census {
         pipe.del(self.rooms_key(self.node_id)).ignore();
         let _: Option<()> = self.query(&pipe, Duration::from_secs(1)).await;
     }
+}
+
+/// A room's value in a node's rooms hash: `"{sockets} {subjects as JSON}"`.
+fn room_value(members: &Members) -> String {
+    let presence = Presence::of(members);
+    let subs = serde_json::to_string(&presence.subs).unwrap_or_default();
+    format!("{} {subs}", presence.connections)
 }

@@ -116,6 +116,16 @@ impl RoomIndex {
             .collect()
     }
 
+    /// Every room with members, with its members (what a full census rewrite writes).
+    pub fn snapshot(&self) -> Vec<(RoomName, Members)> {
+        let state = self.lock();
+        state
+            .rooms
+            .iter()
+            .map(|(room, members)| (room.clone(), members.clone()))
+            .collect()
+    }
+
     /// Waits until the set of rooms changes (a change since the last wait counts).
     pub async fn changed(&self) {
         self.changed.notified().await

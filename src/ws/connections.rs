@@ -109,6 +109,17 @@ impl ConnectionCounter {
             })
             .collect()
     }
+
+    /// Every subject with open connections, with its count (what a full census rewrite
+    /// writes).
+    pub fn snapshot(&self) -> Vec<(String, usize)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .open
+            .iter()
+            .map(|(sub, n)| (sub.clone(), *n))
+            .collect()
+    }
 }
 
 impl Drop for ConnectionSlot {
