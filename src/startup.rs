@@ -76,7 +76,6 @@ impl Application {
                 .map_err(|e| StartupError(e.to_string()))?
                 .map_err(|e| StartupError(e.to_string()))?
         };
-        revocations.keep_fresh();
         // Only the cluster census reads which subjects' counts changed.
         let connections = match settings.redis_url {
             Some(_) => ConnectionCounter::recording_changes(),
@@ -88,6 +87,9 @@ impl Application {
             connections: connections.clone(),
         };
         let hub = start_hub(&settings, &target, links, metrics.clone()).await?;
+        // A revocation the periodic re-read finds first closes the subject's sockets.
+        let closer = hub.clone();
+        revocations.keep_fresh(move |sub| closer.disconnect_local(sub));
 
         let limits = settings.limits.clone();
         let delivery = &settings.delivery;

@@ -1,11 +1,14 @@
 //! Revoked subjects: a subject's tokens issued at or before its revocation second (and
-//! its tokens without `iat`) are refused at the handshake, on REST and on
-//! `refreshToken`, on every node and after restarts.
+//! its tokens without `iat`, or with one past `i64`) are refused at the handshake, on
+//! REST, on `refreshToken` and on `/metrics`, on every node and after restarts.
 //!
 //! The database holds the truth. Each node keeps it in memory, so checking a token
 //! costs no query: the node that revokes notes it at once, the others hear it through
 //! the cluster within milliseconds, and every node re-reads what changed every
-//! [`RELOAD_EVERY`] in case that message was lost.
+//! [`RELOAD_EVERY`] in case that message was lost. A revocation a node first learns
+//! from that re-read closes the subject's sockets on that node, as the lost message
+//! would have: so every socket of a revoked subject closes within [`RELOAD_EVERY`]
+//! (plus one read) even with Redis down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -56,11 +59,7 @@ impl Revocations {
     /// Whether `claims` belong to a revoked token.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
         let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
-        match (revoked.get(&claims.sub), claims.iat) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(before), Some(iat)) => i64::try_from(iat).is_ok_and(|iat| iat <= *before),
-        }
+        refused(revoked.get(&claims.sub).copied(), claims.iat)
     }
 
     /// Revokes `sub`'s tokens issued up to now; answers the revocation second.
@@ -101,15 +100,31 @@ impl Revocations {
         Ok(now)
     }
 
-    /// Records a revocation made on another node.
-    pub fn note(&self, sub: &str, before: i64) {
+    /// Records a revocation made on another node; answers whether it is news (the
+    /// subject was not revoked up to `before` already).
+    ///
+    /// Whoever closes the subject's sockets for a revocation does so after noting it,
+    /// never before: a session checks again once registered with its shard, so one
+    /// whose handshake passed just before the note is closed either way.
+    pub fn note(&self, sub: &str, before: i64) -> bool {
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        let entry = revoked.entry(sub.to_owned()).or_insert(before);
-        *entry = (*entry).max(before);
+        match revoked.get_mut(sub) {
+            Some(known) if *known >= before => false,
+            Some(known) => {
+                *known = before;
+                true
+            }
+            None => {
+                revoked.insert(sub.to_owned(), before);
+                true
+            }
+        }
     }
 
-    /// Re-reads the revocations of the last minutes, in the background, forever.
-    pub fn keep_fresh(self: &Arc<Self>) {
+    /// Re-reads the revocations of the last minutes every [`RELOAD_EVERY`], in the
+    /// background, forever; calls `close` with each subject whose revocation it is the
+    /// first to tell this node of (the cluster's message never came), after noting it.
+    pub fn keep_fresh(self: &Arc<Self>, close: impl Fn(&str) + 'static) {
         let this = self.clone();
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(RELOAD_EVERY);
@@ -118,7 +133,12 @@ impl Revocations {
                 let since = this.latest() - SKEW_SECS;
                 let reader = this.clone();
                 match web::block(move || reader.reload_since(since)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(news)) => {
+                        for sub in news {
+                            log::info!("{sub:?} was revoked on another node; closing its sockets");
+                            close(&sub);
+                        }
+                    }
                     Ok(Err(e)) => log::warn!("{e}"),
                     Err(_) => return, // shutting down
                 }
@@ -131,7 +151,9 @@ impl Revocations {
         revoked.values().copied().max().unwrap_or(0)
     }
 
-    fn reload_since(&self, since: i64) -> Result<(), RevocationError> {
+    /// Reads the revocations made from second `since` on; answers the subjects they
+    /// told this node of first.
+    fn reload_since(&self, since: i64) -> Result<Vec<String>, RevocationError> {
         let mut conn = self
             .pool
             .get()
@@ -141,9 +163,40 @@ impl Revocations {
             .select((revocations::sub, revocations::revoked_before))
             .load(&mut conn)
             .map_err(|e| RevocationError(e.to_string()))?;
-        for (sub, before) in rows {
-            self.note(&sub, before);
-        }
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .filter(|(sub, before)| self.note(sub, *before))
+            .map(|(sub, _)| sub)
+            .collect())
+    }
+}
+
+/// Whether a token issued at `iat` is refused when its subject's tokens are revoked up
+/// to `before`. A token without `iat`, or with one past `i64` (no revocation second
+/// can be compared with it), is refused once its subject was revoked at all.
+fn refused(before: Option<i64>, iat: Option<u64>) -> bool {
+    match (before, iat) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(before), Some(iat)) => i64::try_from(iat).map_or(true, |iat| iat <= before),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+
+    #[test]
+    fn tokens_issued_up_to_the_revocation_are_refused() {
+        assert!(!refused(None, None));
+        assert!(!refused(None, Some(u64::MAX)));
+        assert!(refused(Some(100), None));
+        assert!(refused(Some(100), Some(99)));
+        assert!(refused(Some(100), Some(100)));
+        assert!(!refused(Some(100), Some(101)));
+        // An `iat` no revocation second can be compared with counts as revoked.
+        assert!(refused(Some(100), Some(i64::MAX as u64 + 1)));
+        assert!(refused(Some(100), Some(u64::MAX)));
+        assert!(!refused(Some(100), Some(i64::MAX as u64)));
     }
 }

@@ -293,6 +293,11 @@ impl Actor for WsSession {
         let mailbox = self.inbox(ctx);
         let link = self.context.hub.connect(self.id, sub, mailbox);
         self.link = Some(Arc::new(link));
+        // A revocation noted after the handshake checked the token closed the
+        // subject's sockets before this one was registered: look again now.
+        if self.context.revocations.is_revoked(&self.claims) {
+            return self.close(REVOKED, "revoked before the session registered", ctx);
+        }
         self.schedule_expiry(ctx);
         log::info!(
             "session {} connected: sub={} role={}",
