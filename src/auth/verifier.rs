@@ -330,6 +330,15 @@ fn verify_with(token: &str, key: &Key) -> Result<Claims, AuthError> {
         }
     })?;
     let claims = data.claims;
+    // Revocations compare `iat` with the second they were made: a token claiming to
+    // be issued later than now would outlive every revocation of its subject.
+    let now = jsonwebtoken::get_current_timestamp();
+    if claims
+        .iat
+        .is_some_and(|iat| iat > now.saturating_add(key.validation.leeway))
+    {
+        return Err(AuthError::Invalid("issued in the future (`iat`)".into()));
+    }
     if claims.role == Role::Provider && claims.provider_id.is_none() {
         return Err(AuthError::Invalid(
             "a `provider` token needs an integer `providerId`".into(),

@@ -1,11 +1,12 @@
 //! `GET /metrics`: who may scrape, and the scrape itself.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{Metrics, CONTENT_TYPE};
-use crate::auth::{bearer_token, AuthError, Role, TokenVerifier};
+use crate::auth::{bearer_token, revoked, AuthError, Revocations, Role, TokenVerifier};
 use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::rooms::Hub;
@@ -16,13 +17,14 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// Who may scrape: any loopback peer while `loopback_open`; anyone else needs an
-/// `admin` token.
+/// `admin` token that is not revoked.
 ///
 /// Behind a reverse proxy on the same machine every caller is a loopback peer: there,
 /// `EVENTIDE_METRICS_LOOPBACK_OPEN=false` makes every scrape show an admin token.
 pub fn authorize(
     req: &HttpRequest,
     verifier: &TokenVerifier,
+    revocations: &Revocations,
     loopback_open: bool,
 ) -> Result<(), ApiError> {
     if loopback_open && req.peer_addr().is_some_and(|a| is_loopback(a.ip())) {
@@ -32,6 +34,9 @@ pub fn authorize(
         None => Err(AuthError::Missing),
         Some(token) => verifier.verify(token),
     }?;
+    if revocations.is_revoked(&claims) {
+        return Err(revoked());
+    }
     if claims.role == Role::Admin {
         Ok(())
     } else {
@@ -50,22 +55,23 @@ pub fn authorize(
     tag = "operations",
     description = "Prometheus metrics in the text exposition format. Loopback callers need no \
                    token unless `EVENTIDE_METRICS_LOOPBACK_OPEN` is `false`; others need an \
-                   `admin` token.",
+                   `admin` token that is not revoked.",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain", body = String),
-        (status = 401, description = "No valid token, from a caller that needs one", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid token, or a revoked one, from a caller that needs one", body = crate::error::ErrorBody),
         (status = 403, description = "Not an admin token, from a caller that needs one", body = crate::error::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn scrape(
     req: HttpRequest,
-    metrics: web::Data<std::sync::Arc<Metrics>>,
+    metrics: web::Data<Arc<Metrics>>,
     verifier: web::Data<TokenVerifier>,
+    revocations: web::Data<Arc<Revocations>>,
     pool: web::Data<DbPool>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &verifier, metrics.loopback_open)?;
+    authorize(&req, &verifier, &revocations, metrics.loopback_open)?;
     let body = metrics.render(&pool, hub.backplane().map(|b| &**b));
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::ResponseError;
-use eventide_hub::auth::TokenVerifier;
+use eventide_hub::auth::{Revocations, TokenVerifier};
 use eventide_hub::db::DatabaseTarget;
 use serde_json::json;
 
@@ -317,9 +317,16 @@ async fn metrics_are_open_to_loopback_and_to_admins_only() {
     let settings = test_settings("sqlite://unused.db");
     let target = DatabaseTarget::parse(&settings.database_url).unwrap();
     let verifier = TokenVerifier::from_settings(&settings, &target).unwrap();
+    let app = TestApp::builder().spawn().await;
+    let pool = app.pool.clone();
+    let revocations = actix_web::web::block(move || Revocations::load(pool))
+        .await
+        .unwrap()
+        .unwrap();
     let status = |req: TestRequest| match eventide_hub::metrics::authorize(
         &req.to_http_request(),
         &verifier,
+        &revocations,
         true,
     ) {
         Ok(()) => 200,
@@ -339,7 +346,6 @@ async fn metrics_are_open_to_loopback_and_to_admins_only() {
     assert_eq!(status(remote().insert_header(bearer(admin()))), 200);
 
     // And the real route, from loopback, without a token.
-    let app = TestApp::builder().spawn().await;
     scrape(&app).await;
 }
 
