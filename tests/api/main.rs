@@ -7,6 +7,7 @@ mod browser;
 mod cluster;
 mod config;
 mod faults;
+mod healing;
 mod helpers;
 mod jwks;
 mod keyfiles;
