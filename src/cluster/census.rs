@@ -42,6 +42,11 @@ const READ_TIMEOUT: Duration = Duration::from_millis(300);
 const MARK: &str = "#complete";
 /// Fields per `HSET` in a full rewrite.
 const REWRITE_BATCH: usize = 500;
+/// How long a flush of what changed may take.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a full rewrite may take: a node with tens of thousands of rooms writes
+/// megabytes, and a rewrite cut short is only started again.
+const REWRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Sockets and subjects in a room, summed over nodes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -235,10 +240,16 @@ impl Census {
                 now - 4 * NODE_TTL.as_millis() as i64,
             )
             .ignore();
-            match pending.plan(index.take_dirty(), sockets.take_dirty()) {
-                Plan::Rewrite => self.rewrite(&mut pipe, index.snapshot(), sockets.snapshot()),
-                Plan::Changes => self.changes(&mut pipe, &pending),
-            }
+            let deadline = match pending.plan(index.take_dirty(), sockets.take_dirty()) {
+                Plan::Rewrite => {
+                    self.rewrite(&mut pipe, index.snapshot(), sockets.snapshot());
+                    REWRITE_DEADLINE
+                }
+                Plan::Changes => {
+                    self.changes(&mut pipe, &pending);
+                    FLUSH_DEADLINE
+                }
+            };
             // 1 when the mark was missing: set now, by a rewrite or by this check.
             pipe.hset_nx(self.rooms_key(self.node_id), MARK, 1);
             let ttl = (NODE_TTL * 2).as_secs() as i64;
@@ -247,8 +258,7 @@ impl Census {
             }
             let since = now - NODE_TTL.as_millis() as i64;
             pipe.zrangebyscore(self.nodes_key(), since, "+inf");
-            let flushed: Option<((i64, Vec<u64>), u64)> =
-                self.query_on(&pipe, Duration::from_secs(1)).await;
+            let flushed: Option<((i64, Vec<u64>), u64)> = self.query_on(&pipe, deadline).await;
             match flushed {
                 None => pending.flushed(Outcome::Failed),
                 Some(((mark_set, live), connection)) => {

@@ -149,15 +149,10 @@ mod tests {
         }
     }
 
-    fn nothing() -> (Vec<(RoomName, Members)>, Vec<(String, usize)>) {
-        (Vec::new(), Vec::new())
-    }
-
     #[test]
     fn the_first_flush_rewrites_and_later_ones_write_changes_only() {
         let mut pending = Pending::new();
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Rewrite);
+        assert_eq!(pending.plan([], []), Plan::Rewrite);
         pending.flushed(written(1));
         let plan = pending.plan(
             [(room("lobby"), members("ann", 2))],
@@ -167,16 +162,14 @@ mod tests {
         assert_eq!(pending.rooms().len(), 1);
         assert_eq!(pending.subs().get("ann"), Some(&2));
         pending.flushed(written(1));
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Changes);
+        assert_eq!(pending.plan([], []), Plan::Changes);
         assert!(pending.rooms().is_empty() && pending.subs().is_empty());
     }
 
     #[test]
     fn a_later_change_of_the_same_key_replaces_the_earlier() {
         let mut pending = Pending::new();
-        let (rooms, subs) = nothing();
-        pending.plan(rooms, subs);
+        pending.plan([], []);
         pending.flushed(written(1));
         pending.plan([], [("ann".to_owned(), 2)]);
         assert_eq!(pending.plan([], [("ann".to_owned(), 0)]), Plan::Changes);
@@ -186,8 +179,7 @@ mod tests {
     #[test]
     fn a_failed_flush_makes_the_next_one_rewrite_until_one_succeeds() {
         let mut pending = Pending::new();
-        let (rooms, subs) = nothing();
-        pending.plan(rooms, subs);
+        pending.plan([], []);
         pending.flushed(written(1));
         pending.plan([(room("lobby"), members("ann", 1))], []);
         pending.flushed(Outcome::Failed);
@@ -196,51 +188,42 @@ mod tests {
         assert_eq!(plan, Plan::Rewrite);
         assert!(pending.rooms().is_empty());
         pending.flushed(Outcome::Failed);
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Rewrite);
+        assert_eq!(pending.plan([], []), Plan::Rewrite);
         pending.flushed(written(2));
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Changes);
+        assert_eq!(pending.plan([], []), Plan::Changes);
     }
 
     #[test]
     fn a_missing_mark_means_redis_lost_the_state() {
         let mut pending = Pending::new();
-        let (rooms, subs) = nothing();
-        pending.plan(rooms, subs);
+        pending.plan([], []);
         pending.flushed(written(1));
         pending.plan([], [("ann".to_owned(), 1)]);
         pending.flushed(Outcome::Written {
             connection: 1,
             mark_found: false,
         });
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Rewrite);
+        assert_eq!(pending.plan([], []), Plan::Rewrite);
         // A rewrite writes the mark itself: what it found does not matter.
         pending.flushed(Outcome::Written {
             connection: 1,
             mark_found: false,
         });
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Changes);
+        assert_eq!(pending.plan([], []), Plan::Changes);
     }
 
     #[test]
     fn changes_written_over_a_new_connection_are_followed_by_a_rewrite() {
         let mut pending = Pending::new();
-        let (rooms, subs) = nothing();
-        pending.plan(rooms, subs);
+        pending.plan([], []);
         pending.flushed(written(1));
         pending.plan([], [("ann".to_owned(), 1)]);
         // Another reader dropped the connection; this flush made a new one.
         pending.flushed(written(2));
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Rewrite);
+        assert_eq!(pending.plan([], []), Plan::Rewrite);
         pending.flushed(written(2));
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Changes);
+        assert_eq!(pending.plan([], []), Plan::Changes);
         pending.flushed(written(2));
-        let (rooms, subs) = nothing();
-        assert_eq!(pending.plan(rooms, subs), Plan::Changes);
+        assert_eq!(pending.plan([], []), Plan::Changes);
     }
 }
