@@ -6,8 +6,6 @@
 //! each batch under its own read permit released before the next is taken: a tick never
 //! holds more than one permit, and joins waiting for one get their turn between batches.
 
-use std::collections::HashMap;
-
 use actix_web::web;
 
 use super::queries::{self, Position};
@@ -15,13 +13,13 @@ use super::{closed, ChangeLog, LogError, Stream};
 use crate::rooms::sequencer::Epoch;
 
 /// Streams whose heads one query reads at most.
-pub const HEADS_BATCH: usize = 500;
+pub const HEADS_BATCH: usize = 1000;
 
 /// What one pass over many streams found.
 #[derive(Debug, Default)]
 pub struct Positions {
-    /// Each stream's head and epoch.
-    pub positions: HashMap<Stream, Position>,
+    /// Each stream's head and epoch, in the order the streams were given.
+    pub positions: Vec<Position>,
     /// The queries it took.
     pub queries: usize,
 }
@@ -29,7 +27,10 @@ pub struct Positions {
 impl ChangeLog {
     /// The heads and epochs of `streams`, in batches, one permit at a time.
     pub async fn positions(&self, streams: Vec<Stream>) -> Result<Positions, LogError> {
-        let mut out = Positions::default();
+        let mut out = Positions {
+            positions: Vec::with_capacity(streams.len()),
+            queries: 0,
+        };
         for batch in streams.chunks(HEADS_BATCH) {
             let _permit = self.permits.acquire().await.map_err(|_| closed())?;
             let pool = self.pool.clone();

@@ -35,35 +35,29 @@ pub fn position(conn: &mut AnyConnection, stream: &Stream) -> QueryResult<Positi
     Ok(row.map_or((0, Epoch::from("")), |(v, e)| (v, Epoch::from(e))))
 }
 
-/// The positions of `streams`: one query per kind of stream, so the caller bounds the
-/// batch (streams without a row stand at `(0, "")`).
-pub fn positions(
-    conn: &mut AnyConnection,
-    streams: &[Stream],
-) -> QueryResult<HashMap<Stream, Position>> {
+/// The positions of `streams`, in their order: one query per kind of stream, so the
+/// caller bounds the batch (a stream without a row stands at `(0, "")`).
+pub fn positions(conn: &mut AnyConnection, streams: &[Stream]) -> QueryResult<Vec<Position>> {
     let mut ids = Vec::new();
     let mut rooms = Vec::new();
     for stream in streams {
         match stream {
             Stream::Provider(id) => ids.push(*id),
-            Stream::Room(room) => rooms.push(room.as_str().to_owned()),
+            Stream::Room(room) => rooms.push(room.as_str()),
         }
     }
-    let unborn = Epoch::from("");
-    let mut out: HashMap<Stream, Position> = streams
-        .iter()
-        .map(|s| (s.clone(), (0, unborn.clone())))
-        .collect();
+    let mut by_id = HashMap::new();
     if !ids.is_empty() {
         let rows: Vec<(i64, i64, String)> = providers::table
             .filter(providers::id.eq_any(&ids))
             .select((providers::id, providers::version, providers::epoch))
             .load(conn)?;
-        out.extend(
-            rows.into_iter()
-                .map(|(id, v, e)| (Stream::Provider(id), (v, Epoch::from(e)))),
-        );
+        by_id = rows
+            .into_iter()
+            .map(|(id, v, e)| (id, (v, Epoch::from(e))))
+            .collect();
     }
+    let mut by_room = HashMap::new();
     if !rooms.is_empty() {
         let rows: Vec<(String, i64, String)> = room_streams::table
             .filter(room_streams::room.eq_any(&rooms))
@@ -73,13 +67,22 @@ pub fn positions(
                 room_streams::epoch,
             ))
             .load(conn)?;
-        for (room, v, e) in rows {
-            if let Ok(room) = crate::rooms::RoomName::parse(&room) {
-                out.insert(Stream::Room(room), (v, Epoch::from(e)));
-            }
-        }
+        by_room = rows
+            .into_iter()
+            .map(|(room, v, e)| (room, (v, Epoch::from(e))))
+            .collect();
     }
-    Ok(out)
+    let unborn = Epoch::from("");
+    Ok(streams
+        .iter()
+        .map(|stream| {
+            let found = match stream {
+                Stream::Provider(id) => by_id.remove(id),
+                Stream::Room(room) => by_room.remove(room.as_str()),
+            };
+            found.unwrap_or_else(|| (0, unborn.clone()))
+        })
+        .collect())
 }
 
 /// Replaces the stream's epoch `stale` by `fresh`, unless another node replaced it

@@ -34,23 +34,16 @@ pub async fn read_heads(
     changelog: &ChangeLog,
     rooms: Vec<RoomName>,
 ) -> Result<HeadsRead, LogError> {
-    let mut by_stream = HashMap::with_capacity(rooms.len());
-    for room in rooms {
-        if let Some(stream) = changelog.stream_of(&room) {
-            by_stream.insert(stream, room);
-        }
-    }
-    if by_stream.is_empty() {
+    let (rooms, streams): (Vec<RoomName>, Vec<_>) = rooms
+        .into_iter()
+        .filter_map(|room| Some((changelog.stream_of(&room)?, room)))
+        .map(|(stream, room)| (room, stream))
+        .unzip();
+    if streams.is_empty() {
         return Ok(HeadsRead::default());
     }
-    let found = changelog
-        .positions(by_stream.keys().cloned().collect())
-        .await?;
-    let heads = found
-        .positions
-        .into_iter()
-        .filter_map(|(stream, position)| Some((by_stream.remove(&stream)?, position)))
-        .collect();
+    let found = changelog.positions(streams).await?;
+    let heads = rooms.into_iter().zip(found.positions).collect();
     Ok(HeadsRead {
         heads,
         queries: found.queries,

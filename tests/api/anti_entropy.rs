@@ -2,7 +2,7 @@
 //! node, their heads read in batches by one tick. Prints the queries and the time of a
 //! tick (the figures in BENCHMARKS.md); asserts only the count of queries.
 //!
-//! `EVENTIDE_TEST_PG_URL=postgres://… cargo test --release --test api
+//! `EVENTIDE_TEST_PG_URL=postgres://… cargo test --test api
 //!  anti_entropy_over_50000_rooms -- --include-ignored --nocapture`
 
 use std::sync::Arc;
