@@ -133,6 +133,12 @@ impl Sequencer {
         self.epoch.as_ref()
     }
 
+    /// Whether the stream was found below what was delivered, and waits for its epoch
+    /// to be replaced ([`Sequencer::next_rewind`]).
+    pub fn moving_back(&self) -> bool {
+        self.stale
+    }
+
     /// Versions held while a gap is filled.
     pub fn held(&self) -> usize {
         self.held.len()

@@ -239,7 +239,13 @@ impl Handler<Join> for RoomRegistry {
                 })
             });
         };
-        if let Some(version) = stream.sequencer.delivered() {
+        // While the stream is found to have moved back, the join waits for its new
+        // start rather than be told a position that no longer exists.
+        if let Some(version) = stream
+            .sequencer
+            .delivered()
+            .filter(|_| !stream.sequencer.moving_back())
+        {
             let joined = Joined {
                 version: Some(version),
                 epoch: stream.sequencer.epoch().cloned(),

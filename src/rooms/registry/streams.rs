@@ -194,6 +194,13 @@ impl RoomRegistry {
             Err(e) => return self.read_failed(room, e, ctx),
         };
         stream.failing = None;
+        let answer = Ok(Joined {
+            version: Some(head),
+            epoch: Some(epoch.clone()),
+        });
+        for waiting in stream.waiting.drain(..) {
+            let _ = waiting.send(answer.clone());
+        }
         let delivery = stream.sequencer.rewound(head, epoch);
         self.deliver(&room, delivery);
         self.pump(&room, ctx);

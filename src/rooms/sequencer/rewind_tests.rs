@@ -49,11 +49,13 @@ fn a_head_below_what_was_delivered_replaces_the_epoch_and_restarts_there() {
     seq.note_position(3, &epoch("e1"));
     assert!(seq.has_gap());
     assert_eq!(answer(&mut seq, 5, at(3, "e1")), Delivery::default());
+    assert!(seq.moving_back());
     // Nothing is read until the epoch is replaced, and one replacement at a time.
     assert_eq!(seq.next_read(), None);
     assert_eq!(seq.next_rewind(), Some(epoch("e1")));
     assert_eq!(seq.next_rewind(), None);
     let out = seq.rewound(3, epoch("e2"));
+    assert!(!seq.moving_back());
     assert_eq!(out.rewound, Some(epoch("e2")));
     assert!(out.frames.is_empty());
     assert_eq!(
