@@ -223,3 +223,58 @@ async fn the_epoch_is_reported_and_outlives_a_restart_on_sqlite() {
     assert_eq!(joined["data"]["recovered"], true);
     assert_eq!(next_change(&mut socket).await.0, 1);
 }
+
+#[actix_web::test]
+async fn a_history_room_moved_back_restarts_under_a_new_epoch_on_sqlite() {
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.delivery.history_rooms = vec!["orders-*".into()];
+            s.delivery.anti_entropy_ms = 200;
+        })
+        .spawn()
+        .await;
+    let emit = |n: i64| {
+        let app = &app;
+        async move {
+            let body = json!({"event": "order", "data": {"n": n}});
+            let (status, _) = app
+                .post("/api/rooms/orders-9/events", &service(), &body)
+                .await;
+            assert_eq!(status, 202);
+        }
+    };
+    for n in 1..=3 {
+        emit(n).await;
+    }
+    let mut socket = app.ws(&client_with_rooms(&["orders-*"])).await;
+    let joined = socket.join("orders-9", None).await;
+    assert_eq!(joined["data"]["version"], 3);
+    let old = epoch_of(&joined);
+    assert_eq!(
+        old.len(),
+        12,
+        "the room's first event made its epoch: {joined}"
+    );
+
+    let pool = app.pool.clone();
+    actix_web::web::block(move || {
+        pool.get()
+            .unwrap()
+            .batch_execute(
+                "UPDATE room_streams SET version = 1 WHERE room = 'orders-9';
+                 DELETE FROM room_events WHERE room = 'orders-9' AND version > 1;",
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let notice = socket.recv_event("joinedRoom").await;
+    assert_eq!(notice["data"]["version"], 1, "{notice}");
+    assert_eq!(notice["data"]["recovered"], false);
+    assert_ne!(epoch_of(&notice), old);
+    // The number 2 is used again, and delivered.
+    emit(20).await;
+    let frame = socket.recv().await;
+    assert_eq!(frame["version"], 2, "{frame}");
+    assert_eq!(frame["data"]["n"], 20);
+}
