@@ -10,7 +10,10 @@
 //! small semaphore (a fraction of the connection pool, leaving the rest to REST), and
 //! identical reads in flight are coalesced into one.
 
+mod epochs;
 mod queries;
+
+pub use epochs::{Positions, HEADS_BATCH};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,26 +132,18 @@ impl ChangeLog {
         web::block(move || {
             let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
             read_transaction(&mut conn, |conn| {
-                let head = queries::head(conn, &stream)?;
+                let (head, epoch) = queries::position(conn, &stream)?;
                 let frames = match read {
                     Read::Head => Vec::new(),
                     Read::After(after) => queries::changes_after(conn, &stream, after, head)?,
                 };
-                Ok::<_, diesel::result::Error>(ReadResult { head, frames })
+                Ok::<_, diesel::result::Error>(ReadResult {
+                    head,
+                    epoch,
+                    frames,
+                })
             })
             .map_err(|e| LogError(e.to_string()))
-        })
-        .await
-        .map_err(|_| closed())?
-    }
-
-    /// The current heads of `streams`, in one batched read.
-    pub async fn heads(&self, streams: Vec<Stream>) -> Result<HashMap<Stream, i64>, LogError> {
-        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let pool = self.pool.clone();
-        web::block(move || {
-            let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
-            queries::heads(&mut conn, &streams).map_err(|e| LogError(e.to_string()))
         })
         .await
         .map_err(|_| closed())?

@@ -10,58 +10,107 @@ use diesel::prelude::*;
 use super::Stream;
 use crate::db::schema::{availability_changes, providers, room_events, room_streams};
 use crate::db::AnyConnection;
-use crate::rooms::sequencer::Versioned;
+use crate::rooms::sequencer::{Epoch, Versioned};
 
 /// Rows one read returns at most; a longer gap is read in several steps.
 pub const READ_LIMIT: i64 = 2_000;
 
-/// The stream's current version (0 before its first change).
-pub fn head(conn: &mut AnyConnection, stream: &Stream) -> QueryResult<i64> {
-    let version = match stream {
+/// Where a stream stands: its head and epoch.
+pub type Position = (i64, Epoch);
+
+/// The stream's head and epoch (`(0, "")` before its first change).
+pub fn position(conn: &mut AnyConnection, stream: &Stream) -> QueryResult<Position> {
+    let row = match stream {
         Stream::Provider(id) => providers::table
             .find(id)
-            .select(providers::version)
-            .first::<i64>(conn)
+            .select((providers::version, providers::epoch))
+            .first::<(i64, String)>(conn)
             .optional()?,
         Stream::Room(room) => room_streams::table
             .find(room.as_str())
-            .select(room_streams::version)
-            .first::<i64>(conn)
+            .select((room_streams::version, room_streams::epoch))
+            .first::<(i64, String)>(conn)
             .optional()?,
     };
-    Ok(version.unwrap_or(0))
+    Ok(row.map_or((0, Epoch::from("")), |(v, e)| (v, Epoch::from(e))))
 }
 
-/// The heads of many streams in two queries (one per kind).
-pub fn heads(conn: &mut AnyConnection, streams: &[Stream]) -> QueryResult<HashMap<Stream, i64>> {
+/// The positions of `streams`, in their order: one query per kind of stream, so the
+/// caller bounds the batch (a stream without a row stands at `(0, "")`).
+pub fn positions(conn: &mut AnyConnection, streams: &[Stream]) -> QueryResult<Vec<Position>> {
     let mut ids = Vec::new();
     let mut rooms = Vec::new();
     for stream in streams {
         match stream {
             Stream::Provider(id) => ids.push(*id),
-            Stream::Room(room) => rooms.push(room.as_str().to_owned()),
+            Stream::Room(room) => rooms.push(room.as_str()),
         }
     }
-    let mut out: HashMap<Stream, i64> = streams.iter().map(|s| (s.clone(), 0)).collect();
-    for chunk in ids.chunks(500) {
-        let rows: Vec<(i64, i64)> = providers::table
-            .filter(providers::id.eq_any(chunk))
-            .select((providers::id, providers::version))
+    let mut by_id = HashMap::new();
+    if !ids.is_empty() {
+        let rows: Vec<(i64, i64, String)> = providers::table
+            .filter(providers::id.eq_any(&ids))
+            .select((providers::id, providers::version, providers::epoch))
             .load(conn)?;
-        out.extend(rows.into_iter().map(|(id, v)| (Stream::Provider(id), v)));
+        by_id = rows
+            .into_iter()
+            .map(|(id, v, e)| (id, (v, Epoch::from(e))))
+            .collect();
     }
-    for chunk in rooms.chunks(500) {
-        let rows: Vec<(String, i64)> = room_streams::table
-            .filter(room_streams::room.eq_any(chunk))
-            .select((room_streams::room, room_streams::version))
+    let mut by_room = HashMap::new();
+    if !rooms.is_empty() {
+        let rows: Vec<(String, i64, String)> = room_streams::table
+            .filter(room_streams::room.eq_any(&rooms))
+            .select((
+                room_streams::room,
+                room_streams::version,
+                room_streams::epoch,
+            ))
             .load(conn)?;
-        for (room, v) in rows {
-            if let Ok(room) = crate::rooms::RoomName::parse(&room) {
-                out.insert(Stream::Room(room), v);
-            }
-        }
+        by_room = rows
+            .into_iter()
+            .map(|(room, v, e)| (room, (v, Epoch::from(e))))
+            .collect();
     }
-    Ok(out)
+    let unborn = Epoch::from("");
+    Ok(streams
+        .iter()
+        .map(|stream| {
+            let found = match stream {
+                Stream::Provider(id) => by_id.remove(id),
+                Stream::Room(room) => by_room.remove(room.as_str()),
+            };
+            found.unwrap_or_else(|| (0, unborn.clone()))
+        })
+        .collect())
+}
+
+/// Replaces the stream's epoch `stale` by `fresh`, unless another node replaced it
+/// already (then its epoch stays): every node ends on the same one. Answers where the
+/// stream stands afterwards.
+pub fn replace_epoch(
+    conn: &mut AnyConnection,
+    stream: &Stream,
+    stale: &str,
+    fresh: &str,
+) -> QueryResult<Position> {
+    match stream {
+        Stream::Provider(id) => diesel::update(
+            providers::table
+                .filter(providers::id.eq(id))
+                .filter(providers::epoch.eq(stale)),
+        )
+        .set(providers::epoch.eq(fresh))
+        .execute(conn)?,
+        Stream::Room(room) => diesel::update(
+            room_streams::table
+                .filter(room_streams::room.eq(room.as_str()))
+                .filter(room_streams::epoch.eq(stale)),
+        )
+        .set(room_streams::epoch.eq(fresh))
+        .execute(conn)?,
+    };
+    position(conn, stream)
 }
 
 /// The kept changes after `after`, up to `upto`, in order (at most [`READ_LIMIT`]).

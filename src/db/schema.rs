@@ -4,10 +4,11 @@
 //! the subset that diesel's `MultiConnection` supports (integers, text, timestamps).
 
 diesel::table! {
-    /// Each provider's availability stream position.
+    /// Each provider's availability stream position and epoch.
     providers (id) {
         id -> BigInt,
         version -> BigInt,
+        epoch -> Text,
     }
 }
 
@@ -37,10 +38,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Each history room's stream position.
+    /// Each history room's stream position and epoch.
     room_streams (room) {
         room -> Text,
         version -> BigInt,
+        epoch -> Text,
     }
 }
 

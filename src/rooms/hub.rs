@@ -12,12 +12,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use super::inbox::Mailbox;
 use super::index::RoomIndex;
@@ -66,7 +67,7 @@ impl std::error::Error for EmitError {}
 /// How each shard delivers versioned rooms.
 #[derive(Debug, Clone, Copy)]
 pub struct ShardConfig {
-    /// How often each shard compares its versioned rooms with the change log.
+    /// How often the node compares its versioned rooms with the change log.
     pub anti_entropy_interval: Duration,
     /// How long a room's change log may stay unreadable before its sockets close.
     pub recovery_deadline: Duration,
@@ -95,6 +96,19 @@ struct Inner {
     backplane: Option<Arc<Backplane>>,
     config: ShardConfig,
     metrics: Arc<Metrics>,
+    /// Runs the anti-entropy tick now (a Redis resubscribe).
+    recheck: Arc<Notify>,
+    /// The anti-entropy tick's task is running (started with the first shard).
+    ticking: Arc<AtomicBool>,
+}
+
+/// A handle that does not keep the hub alive (its anti-entropy tick holds one).
+pub(super) struct WeakHub(Weak<Inner>);
+
+impl WeakHub {
+    pub(super) fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
 }
 
 /// A cheap, clonable handle to this node's rooms (and the cluster, if any).
@@ -124,8 +138,18 @@ impl Hub {
                 backplane,
                 config,
                 metrics,
+                recheck: Arc::default(),
+                ticking: Arc::default(),
             }),
         }
+    }
+
+    pub(super) fn changelog(&self) -> &ChangeLog {
+        &self.inner.changelog
+    }
+
+    pub(super) fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// The cluster backplane, when this node is part of one.
@@ -166,6 +190,12 @@ impl Hub {
             .start();
             self.lock_shards().push(shard.clone());
             shards.insert(inner.id, shard.clone());
+            if !inner.ticking.swap(true, Ordering::AcqRel) {
+                let weak = WeakHub(Arc::downgrade(inner));
+                let interval = inner.config.anti_entropy_interval;
+                let (wake, running) = (inner.recheck.clone(), inner.ticking.clone());
+                actix_web::rt::spawn(super::anti_entropy::run(weak, interval, wake, running));
+            }
             shard
         })
     }
@@ -174,7 +204,7 @@ impl Hub {
         self.inner.shards.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shards(&self) -> Vec<Addr<RoomRegistry>> {
+    pub(super) fn shards(&self) -> Vec<Addr<RoomRegistry>> {
         let mut shards = self.lock_shards();
         shards.retain(Addr::connected);
         shards.clone()
@@ -304,11 +334,9 @@ impl Hub {
         presence
     }
 
-    /// Makes every shard compare its versioned rooms with the change log now.
+    /// Compares the node's versioned rooms with the change log now.
     pub fn recheck(&self) {
-        for shard in self.shards() {
-            shard.do_send(Recheck);
-        }
+        self.inner.recheck.notify_one();
     }
 
     /// Tells every session to close with 1001; answers how many there were.

@@ -13,13 +13,18 @@ pub struct HubMetrics {
     /// `eventide_gap_versions_filled_total`: versions delivered from a change-log read
     /// rather than from Redis or this node's commit.
     pub versions_filled: IntCounter,
-    /// `eventide_anti_entropy_runs_total`: batched head checks.
+    /// `eventide_anti_entropy_runs_total`: anti-entropy ticks of the node.
     pub anti_entropy_runs: IntCounter,
     /// `eventide_anti_entropy_gaps_total`: rooms found behind the change log by a check.
     pub anti_entropy_gaps: IntCounter,
     /// `eventide_history_lost_total`: times a room skipped versions its change log no
     /// longer kept (its members were told to re-fetch).
     pub history_lost: IntCounter,
+    /// `eventide_stream_rewinds_total`: times a room's stream was found to have moved
+    /// back (or restarted under another epoch); its members were told to re-fetch.
+    pub stream_rewinds: IntCounter,
+    /// `eventide_anti_entropy_queries_total`: head queries of the anti-entropy tick.
+    pub anti_entropy_queries: IntCounter,
     /// `eventide_relay_published_total`: events this node published to Redis.
     pub relay_published: IntCounter,
     /// `eventide_relay_retries_total`: failed PUBLISH batches, retried.
@@ -82,6 +87,14 @@ impl HubMetrics {
             history_lost: counter(
                 "eventide_history_lost_total",
                 "Times a room skipped versions no longer kept (members re-fetch)",
+            ),
+            stream_rewinds: counter(
+                "eventide_stream_rewinds_total",
+                "Times a room's stream moved back and restarted under a new epoch",
+            ),
+            anti_entropy_queries: counter(
+                "eventide_anti_entropy_queries_total",
+                "Head queries run by the anti-entropy tick",
             ),
             relay_published: counter(
                 "eventide_relay_published_total",

@@ -1,12 +1,14 @@
 //! The messages of the room registry: what sessions and the [`Hub`](super::Hub) ask of
 //! a shard, and what a shard tells a session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::inbox::Mailbox;
+use super::sequencer::Epoch;
 use super::RoomName;
 
 /// Identifies one WebSocket session for the life of the process.
@@ -50,13 +52,16 @@ pub enum SessionMsg {
     /// An event to send to the client. Versioned events of a room arrive in version
     /// order, each once.
     Event(Event),
-    /// The room's stream skipped versions its change log no longer keeps: the client
-    /// must re-fetch the room's state; the stream goes on after `version`.
+    /// The room's stream skipped versions its change log no longer keeps, or moved
+    /// back: the client must re-fetch the room's state; the stream goes on after
+    /// `version`.
     Resync {
         /// The room.
         room: RoomName,
         /// The version the stream resumes after.
         version: i64,
+        /// The stream's epoch from now on.
+        epoch: Option<Epoch>,
     },
     /// The change log of a joined room stayed unreachable: close so that the client
     /// reconnects and recovers with `since`.
@@ -92,12 +97,14 @@ pub struct Disconnect {
 }
 
 /// Where a room's stream stands when a session joins it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     /// For a versioned room, the last version delivered to the room's members on this
     /// node: the new member gets every version after it, and reads what it missed up
     /// to it from the change log.
     pub version: Option<i64>,
+    /// For a versioned room, the epoch `version` belongs to.
+    pub epoch: Option<Epoch>,
 }
 
 /// Why a join failed.
@@ -134,11 +141,11 @@ pub struct Leave {
 #[rtype(result = "()")]
 pub struct Publish(pub Event);
 
-/// Compare every versioned room with the change log now (after a Redis resubscribe,
-/// or a new subscription whose first messages may have been missed).
+/// The heads and epochs of the node's versioned rooms, as the node's anti-entropy
+/// tick read them: each shard compares the rooms it delivers with them.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Recheck;
+pub struct Heads(pub Arc<HashMap<RoomName, (i64, Epoch)>>);
 
 /// Closes every session of a subject with 4003.
 #[derive(Debug, Clone, Message)]

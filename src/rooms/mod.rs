@@ -2,6 +2,7 @@
 //! delivers each versioned room's events in order, and the [`Hub`], the one door the
 //! rest of the hub uses to reach it.
 
+mod anti_entropy;
 mod frame;
 mod hub;
 mod hub_metrics;
@@ -13,6 +14,7 @@ mod registry;
 pub mod routes;
 pub mod sequencer;
 
+pub use anti_entropy::{read_heads, HeadsRead};
 pub use frame::{event_frame, frame_to, FrameTarget};
 pub use hub::{EmitError, Hub, HubError, Link, Replay, ShardConfig};
 pub use hub_metrics::HubMetrics;

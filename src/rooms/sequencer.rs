@@ -8,12 +8,28 @@
 //! Only a range the change log no longer keeps (older than the history bound) is
 //! skipped, and then the members are told to re-fetch ([`Delivery::lost`]).
 //!
+//! A stream can also move back: a database restored from a backup, or a failover to a
+//! replica that lacked the last commits, leaves the head below what was delivered, and
+//! new commits reuse the old numbers. Each stream therefore has an *epoch*, stored with
+//! its head. A head below what was delivered under the same epoch asks the caller to
+//! replace the epoch in the database ([`Sequencer::next_rewind`]); a read that finds
+//! another epoch restarts the stream at the head read ([`Delivery::rewound`]), and the
+//! members are told to re-fetch. Versions at or below what was delivered are dropped,
+//! but each such arrival asks for one read, so a rewind is found at the next commit
+//! and not only by the anti-entropy tick.
+//!
 //! This is a plain state machine: the registry shard owns one per versioned room, does
 //! the reads it asks for, and fans the frames it releases out to the room's members.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytestring::ByteString;
+
+/// The identity of a room's stream: it changes whenever the stream's history is lost
+/// or moves back, so that a version of one epoch is never taken for the same version of
+/// another. Empty for a stream with no change yet (its epoch is made with its first).
+pub type Epoch = Arc<str>;
 
 /// A versioned frame: `(version, frame)`.
 pub type Versioned = (i64, ByteString);
@@ -32,6 +48,8 @@ pub enum Read {
 pub struct ReadResult {
     /// The room's version when the read ran.
     pub head: i64,
+    /// The stream's epoch when the read ran.
+    pub epoch: Epoch,
     /// The kept changes after the asked version, in version order.
     pub frames: Vec<Versioned>,
 }
@@ -44,6 +62,10 @@ pub struct Delivery {
     /// Versions were skipped because the change log no longer keeps them: members
     /// must re-fetch the room's state.
     pub lost: bool,
+    /// The stream restarted under this epoch at a head below what was delivered (or
+    /// another node restarted it): members must re-fetch the room's state. `frames`
+    /// then follow the new head.
+    pub rewound: Option<Epoch>,
 }
 
 /// Bounds of what a sequencer holds while it waits for a gap to be read.
@@ -71,7 +93,16 @@ pub struct Sequencer {
     /// The highest version known to exist, from any path. `known > delivered` means a
     /// gap to fill.
     known: i64,
-    /// A change-log read is in flight; no second one starts meanwhile.
+    /// The epoch `delivered` belongs to; `None` until the head has been read.
+    epoch: Option<Epoch>,
+    /// A version at or below `delivered` arrived, or the tick saw a lower head or
+    /// another epoch: one read must confirm where the stream stands.
+    suspect: bool,
+    /// The last read found the head below `delivered` under the same epoch: the
+    /// caller must replace that epoch in the database before anything else.
+    stale: bool,
+    /// A change-log read (or an epoch replacement) is in flight; no second one starts
+    /// meanwhile.
     reading: bool,
     limits: HoldLimits,
 }
@@ -84,6 +115,9 @@ impl Sequencer {
             held: BTreeMap::new(),
             held_bytes: 0,
             known: 0,
+            epoch: None,
+            suspect: false,
+            stale: false,
             reading: false,
             limits,
         }
@@ -92,6 +126,17 @@ impl Sequencer {
     /// The last version delivered, once the head is known.
     pub fn delivered(&self) -> Option<i64> {
         self.delivered
+    }
+
+    /// The epoch of the delivered versions, once the head is known.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// Whether the stream was found below what was delivered, and waits for its epoch
+    /// to be replaced ([`Sequencer::next_rewind`]).
+    pub fn moving_back(&self) -> bool {
+        self.stale
     }
 
     /// Versions held while a gap is filled.
@@ -103,7 +148,7 @@ impl Sequencer {
     pub fn has_gap(&self) -> bool {
         match self.delivered {
             None => true,
-            Some(delivered) => self.known > delivered,
+            Some(delivered) => self.known > delivered || self.suspect,
         }
     }
 
@@ -111,14 +156,21 @@ impl Sequencer {
     pub fn offer(&mut self, version: i64, frame: ByteString) -> Delivery {
         self.known = self.known.max(version);
         match self.delivered {
-            Some(delivered) if version <= delivered => Delivery::default(),
+            Some(_) if self.stale => Delivery::default(), // read again after the rewind
+            Some(delivered) if version <= delivered => {
+                // A duplicate, or a commit reusing a number after the stream moved back.
+                self.suspect = true;
+                Delivery::default()
+            }
             Some(delivered) if version == delivered + 1 => {
                 let mut frames = vec![(version, frame)];
                 self.delivered = Some(version);
                 self.drain(&mut frames);
+                // The stream's first change made its epoch: one read learns it.
+                self.suspect |= self.epoch.as_deref() == Some("");
                 Delivery {
                     frames,
-                    lost: false,
+                    ..Delivery::default()
                 }
             }
             _ => {
@@ -133,42 +185,115 @@ impl Sequencer {
         self.known = self.known.max(head);
     }
 
+    /// The anti-entropy tick read the room's head and epoch: a head below what was
+    /// delivered, or another epoch, asks for a read that settles it.
+    pub fn note_position(&mut self, head: i64, epoch: &Epoch) {
+        let (Some(delivered), Some(ours)) = (self.delivered, &self.epoch) else {
+            return self.note_head(head);
+        };
+        if head < delivered || (ours != epoch && !ours.is_empty()) {
+            self.suspect = true;
+        } else {
+            self.note_head(head);
+        }
+    }
+
     /// The read to start now, if one is needed and none is in flight.
     pub fn next_read(&mut self) -> Option<Read> {
-        if self.reading || !self.has_gap() {
+        if self.reading || self.stale || !self.has_gap() {
             return None;
         }
         self.reading = true;
+        self.suspect = false;
         Some(match self.delivered {
             None => Read::Head,
             Some(delivered) => Read::After(delivered),
         })
     }
 
-    /// The read started by [`Sequencer::next_read`] failed; a later call retries it.
+    /// The epoch to replace in the database now (the stream moved back under it), if
+    /// that is needed and nothing is in flight. Answer with [`Sequencer::rewound`].
+    pub fn next_rewind(&mut self) -> Option<Epoch> {
+        if self.reading || !self.stale {
+            return None;
+        }
+        self.reading = true;
+        self.epoch.clone()
+    }
+
+    /// The read started by [`Sequencer::next_read`] (or the replacement started by
+    /// [`Sequencer::next_rewind`]) failed; a later call retries it.
     pub fn read_failed(&mut self) {
         self.reading = false;
+    }
+
+    /// The epoch was replaced: the stream stands at `head` under `epoch` (whichever
+    /// node's replacement won).
+    pub fn rewound(&mut self, head: i64, epoch: Epoch) -> Delivery {
+        self.reading = false;
+        self.stale = false;
+        self.restart(head, epoch)
     }
 
     /// The read started by [`Sequencer::next_read`] answered.
     pub fn read_done(&mut self, read: Read, result: ReadResult) -> Delivery {
         self.reading = false;
-        self.known = self.known.max(result.head);
-        match (read, self.delivered) {
-            (Read::Head, None) => {
-                // The stream starts here: what the head covers, members read themselves.
-                self.delivered = Some(result.head);
-                self.known = self.known.max(result.head);
-                self.discard_through(result.head);
-                let mut frames = Vec::new();
-                self.drain(&mut frames);
-                Delivery {
-                    frames,
-                    lost: false,
-                }
+        let Some(delivered) = self.delivered else {
+            if read != Read::Head {
+                return Delivery::default();
             }
-            (_, None) => Delivery::default(),
-            (_, Some(_)) => self.fill(result),
+            // The stream starts here: what the head covers, members read themselves.
+            self.known = self.known.max(result.head);
+            self.delivered = Some(result.head);
+            self.epoch = Some(result.epoch);
+            self.discard_through(result.head);
+            let mut frames = Vec::new();
+            self.drain(&mut frames);
+            return Delivery {
+                frames,
+                ..Delivery::default()
+            };
+        };
+        let ours = self.epoch.clone().unwrap_or_default();
+        if ours != result.epoch {
+            if ours.is_empty() && result.head >= delivered {
+                // The stream's first change made its epoch: the same stream.
+                self.epoch = Some(result.epoch.clone());
+            } else {
+                // Another node found the stream moved back and restarted it.
+                return self.restart(result.head, result.epoch);
+            }
+        }
+        if result.head < delivered {
+            // Moved back under the same epoch: the caller replaces it first.
+            self.stale = true;
+            self.known = result.head;
+            self.clear_held();
+            return Delivery::default();
+        }
+        if result.head < self.known {
+            // Versions announced beyond the head are not in the database (they were
+            // lost with a failover): forget them rather than wait for them forever.
+            self.known = result.head;
+            let beyond = self.held.split_off(&(result.head + 1));
+            self.held_bytes -= beyond.values().map(|f| f.len()).sum::<usize>();
+        }
+        self.known = self.known.max(result.head);
+        self.fill(result)
+    }
+
+    /// Starts the stream again at `head` under `epoch`, dropping whatever was held.
+    fn restart(&mut self, head: i64, epoch: Epoch) -> Delivery {
+        self.clear_held();
+        self.delivered = Some(head);
+        self.known = head;
+        self.epoch = Some(epoch.clone());
+        // Commits reusing numbers may have been dropped as duplicates meanwhile: one
+        // more read brings them.
+        self.suspect = true;
+        Delivery {
+            rewound: Some(epoch),
+            ..Delivery::default()
         }
     }
 
@@ -228,6 +353,11 @@ impl Sequencer {
         self.delivered = Some(delivered);
     }
 
+    fn clear_held(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+
     fn discard_through(&mut self, version: i64) {
         let keep = self.held.split_off(&(version + 1));
         for frame in std::mem::replace(&mut self.held, keep).into_values() {
@@ -236,5 +366,7 @@ impl Sequencer {
     }
 }
 
+#[cfg(test)]
+mod rewind_tests;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,8 @@ pub enum RoomRequest {
         room: RoomName,
         /// The client's `since`.
         since: Option<i64>,
+        /// The epoch the client's `since` belongs to.
+        epoch: Option<String>,
         /// The client's `ref`.
         reference: Option<Value>,
     },
@@ -61,6 +63,8 @@ pub enum Step {
         /// Where the replay starts: the client's `since`, or, for a room it is
         /// already in, the last version it has.
         replay_from: Option<i64>,
+        /// The epoch the client's `since` belongs to.
+        epoch: Option<String>,
         /// The client's `ref`.
         reference: Option<Value>,
     },
@@ -161,6 +165,7 @@ impl Rooms {
             RoomRequest::Join {
                 room,
                 since,
+                epoch,
                 reference,
             } => {
                 let had = match self.rooms.get(&room) {
@@ -177,6 +182,7 @@ impl Rooms {
                     room,
                     since,
                     replay_from: since.or(had),
+                    epoch,
                     reference,
                 }
             }

@@ -64,12 +64,14 @@ impl FrameError {
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
-    /// `joinRoom {room, since?}`.
+    /// `joinRoom {room, since?, epoch?}`.
     JoinRoom {
         /// The room.
         room: RoomName,
         /// The last version the client saw, to replay what it missed.
         since: Option<i64>,
+        /// The epoch `since` belongs to (as the last `joinedRoom` gave it).
+        epoch: Option<String>,
     },
     /// `leaveRoom {room}`.
     LeaveRoom {
@@ -146,6 +148,7 @@ fn parse_request(object: &mut Map<String, Value>) -> Result<ClientRequest, Frame
             Ok(ClientRequest::JoinRoom {
                 room: room_field(&data)?,
                 since: since_field(&data)?,
+                epoch: epoch_field(&data)?,
             })
         }
         "leaveRoom" => {
@@ -194,6 +197,16 @@ fn room_field(data: &Map<String, Value>) -> Result<RoomName, FrameError> {
         }
         Some(_) => Err(FrameError::bad_request("`data.room` must be a string")),
         None => Err(FrameError::bad_request("missing `data.room`")),
+    }
+}
+
+fn epoch_field(data: &Map<String, Value>) -> Result<Option<String>, FrameError> {
+    match data.get("epoch") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(epoch)) if epoch.len() <= 64 => Ok(Some(epoch.clone())),
+        Some(_) => Err(FrameError::bad_request(
+            "`data.epoch` must be a string of at most 64 characters",
+        )),
     }
 }
 
@@ -255,9 +268,13 @@ pub fn error_frame(reference: Option<&Value>, code: ErrorCode, message: &str) ->
 pub struct Joined<'a> {
     /// The room.
     pub room: &'a str,
-    /// The room's current version (provider rooms).
+    /// The room's current version (versioned rooms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// The epoch of the room's stream (versioned rooms): `version` and any `since`
+    /// taken from it mean something only under this epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
     /// With `since`: whether every missed change follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
@@ -280,8 +297,18 @@ mod tests {
             frame.request.unwrap(),
             ClientRequest::JoinRoom {
                 room: RoomName::parse("provider-1").unwrap(),
-                since: Some(3)
+                since: Some(3),
+                epoch: None,
             }
+        );
+        let frame = parse(r#"{"event":"joinRoom","data":{"room":"r","since":3,"epoch":"ab"}}"#);
+        assert!(matches!(
+            frame.request.unwrap(),
+            ClientRequest::JoinRoom { epoch: Some(e), .. } if e == "ab"
+        ));
+        assert_eq!(
+            code(r#"{"event":"joinRoom","data":{"room":"r","since":3,"epoch":3}}"#),
+            ErrorCode::BadRequest
         );
     }
 

@@ -226,10 +226,11 @@ impl WsSession {
         let reference = frame.reference;
         match frame.request {
             Err(error) => self.send_error(reference.as_ref(), &error, ctx),
-            Ok(ClientRequest::JoinRoom { room, since }) => {
+            Ok(ClientRequest::JoinRoom { room, since, epoch }) => {
                 let join = RoomRequest::Join {
                     room,
                     since,
+                    epoch,
                     reference,
                 };
                 self.request(join, ctx)
@@ -349,7 +350,11 @@ impl WsSession {
     fn on_shard_message(&mut self, msg: SessionMsg, ctx: &mut Context<Self>) {
         match msg {
             SessionMsg::Event(event) => self.deliver(event, ctx),
-            SessionMsg::Resync { room, version } => self.resync(room, version, ctx),
+            SessionMsg::Resync {
+                room,
+                version,
+                epoch,
+            } => self.resync(room, version, epoch, ctx),
             SessionMsg::Unavailable => self.close(
                 AGAIN,
                 "a room's history is unreachable; reconnect with since",

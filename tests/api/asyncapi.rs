@@ -136,7 +136,7 @@ async fn frames_of_the_real_hub_fit_the_asyncapi_schemas() {
     r.send(&mut owner, join("provider-1", None, "j1")).await;
     assert_eq!(
         r.recv(&mut owner).await["data"],
-        json!({"room": "provider-1", "version": 0})
+        json!({"room": "provider-1", "version": 0, "epoch": ""})
     );
     let slot = app.create_slot(1, 0).await;
     let one = format!("/api/availability/{}", slot["id"]);

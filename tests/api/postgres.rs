@@ -62,9 +62,10 @@ async fn two_nodes_writing_one_provider_get_consecutive_versions() {
     // The change log holds each version once: a full replay is versions 1..=80.
     let mut socket = b.ws(&provider(77)).await;
     let joined = socket.join("provider-77", Some(0)).await;
+    let epoch = joined["data"]["epoch"].clone();
     assert_eq!(
         joined["data"],
-        json!({"room": "provider-77", "version": 80, "recovered": true})
+        json!({"room": "provider-77", "version": 80, "epoch": epoch, "recovered": true})
     );
     for expected in 1..=80 {
         assert_eq!(socket.recv().await["data"]["version"], expected);

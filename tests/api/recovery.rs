@@ -15,9 +15,11 @@ async fn join_with_since_replays_what_was_missed_in_order(backend: Backend) {
     }
     let mut socket = app.ws(&provider(4)).await;
     let joined = socket.join("provider-4", Some(2)).await;
+    let epoch = joined["data"]["epoch"].clone();
+    assert_eq!(epoch.as_str().map(str::len), Some(12), "{joined}");
     assert_eq!(
         joined["data"],
-        json!({"room": "provider-4", "version": 5, "recovered": true})
+        json!({"room": "provider-4", "version": 5, "epoch": epoch, "recovered": true})
     );
     for version in 3..=5 {
         let frame = socket.recv().await;
@@ -40,7 +42,7 @@ async fn join_with_since_replays_what_was_missed_in_order(backend: Backend) {
     let joined = ahead.join("provider-4", Some(99)).await;
     assert_eq!(
         joined["data"],
-        json!({"room": "provider-4", "version": 6, "recovered": false})
+        json!({"room": "provider-4", "version": 6, "epoch": epoch, "recovered": false})
     );
 }
 

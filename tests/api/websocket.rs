@@ -14,7 +14,10 @@ async fn join_and_leave_are_acknowledged_with_ref() {
     let app = TestApp::builder().spawn().await;
     let mut socket = app.ws(&provider(42)).await;
     let joined = socket.join("provider-42", None).await;
-    assert_eq!(joined["data"], json!({"room": "provider-42", "version": 0}));
+    assert_eq!(
+        joined["data"],
+        json!({"room": "provider-42", "version": 0, "epoch": ""})
+    );
 
     // Joining again answers again, with one membership.
     socket.join("provider-42", None).await;

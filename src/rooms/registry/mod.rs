@@ -47,8 +47,6 @@ pub struct RoomRegistry {
     sessions: HashMap<SessionId, Member>,
     rooms: HashMap<RoomName, Room>,
     evicted: u64,
-    /// An anti-entropy pass is reading heads; no second one starts meanwhile.
-    ticking: bool,
     config: ShardConfig,
     changelog: ChangeLog,
     index: Arc<RoomIndex>,
@@ -67,7 +65,6 @@ impl RoomRegistry {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             evicted: 0,
-            ticking: false,
             config,
             changelog,
             index,
@@ -188,7 +185,6 @@ impl Actor for RoomRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(REGISTRY_MAILBOX);
-        ctx.run_interval(self.config.anti_entropy_interval, |act, ctx| act.tick(ctx));
         ctx.run_interval(self.config.heartbeat_interval, |act, _| act.heartbeat());
     }
 }
@@ -236,14 +232,25 @@ impl Handler<Join> for RoomRegistry {
             self.metrics.rooms.set(rooms as i64);
         }
         let Some(stream) = entry.stream.as_mut() else {
-            return Box::pin(async { Ok(Joined { version: None }) });
-        };
-        if let Some(version) = stream.sequencer.delivered() {
-            return Box::pin(async move {
+            return Box::pin(async {
                 Ok(Joined {
-                    version: Some(version),
+                    version: None,
+                    epoch: None,
                 })
             });
+        };
+        // While the stream is found to have moved back, the join waits for its new
+        // start rather than be told a position that no longer exists.
+        if let Some(version) = stream
+            .sequencer
+            .delivered()
+            .filter(|_| !stream.sequencer.moving_back())
+        {
+            let joined = Joined {
+                version: Some(version),
+                epoch: stream.sequencer.epoch().cloned(),
+            };
+            return Box::pin(async move { Ok(joined) });
         }
         let (answer, answered) = oneshot::channel();
         stream.waiting.push(answer);
@@ -286,11 +293,11 @@ impl Handler<Publish> for RoomRegistry {
     }
 }
 
-impl Handler<Recheck> for RoomRegistry {
+impl Handler<Heads> for RoomRegistry {
     type Result = ();
 
-    fn handle(&mut self, _: Recheck, ctx: &mut Self::Context) {
-        self.tick(ctx);
+    fn handle(&mut self, Heads(heads): Heads, ctx: &mut Self::Context) {
+        self.compare_heads(&heads, ctx);
     }
 }
 

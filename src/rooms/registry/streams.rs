@@ -1,7 +1,9 @@
 //! How a shard delivers its versioned rooms: each room's sequencer, the change-log
 //! reads it asks for (after a short grace, retried with backoff, bounded by a
-//! deadline), and the anti-entropy tick that finds what no message announced.
+//! deadline), the epoch replacement when a stream moved back, and the heads of the
+//! node's anti-entropy tick that find what no message announced.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::super::messages::*;
-use super::super::sequencer::{Delivery, Read, ReadResult, Sequencer};
+use super::super::sequencer::{Delivery, Epoch, Read, ReadResult, Sequencer};
 use super::super::RoomName;
 use super::RoomRegistry;
 use crate::changelog::{LogError, Stream};
@@ -50,6 +52,20 @@ impl RoomRegistry {
     /// Sends what a sequencer released to the room's members.
     pub(super) fn deliver(&mut self, room: &RoomName, delivery: Delivery) {
         let target = Target::Room(room.clone());
+        let epoch = self.stream_of(room).and_then(|s| s.epoch().cloned());
+        if let Some(fresh) = &delivery.rewound {
+            if let Some(version) = self.stream_of(room).and_then(|s| s.delivered()) {
+                self.metrics.hub.stream_rewinds.inc();
+                log::warn!(
+                    "{room}: the stream moved back; it goes on from {version} as epoch {fresh}"
+                );
+                self.fan_out(&target, || SessionMsg::Resync {
+                    room: room.clone(),
+                    version,
+                    epoch: Some(fresh.clone()),
+                });
+            }
+        }
         if delivery.lost {
             let resume = delivery.frames.first().map(|(v, _)| v - 1);
             let resume = resume.or_else(|| self.stream_of(room).and_then(|s| s.delivered()));
@@ -59,6 +75,7 @@ impl RoomRegistry {
                 self.fan_out(&target, || SessionMsg::Resync {
                     room: room.clone(),
                     version,
+                    epoch: epoch.clone(),
                 });
             }
         }
@@ -85,6 +102,16 @@ impl RoomRegistry {
         let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) else {
             return;
         };
+        if let Some(stale) = stream.sequencer.next_rewind() {
+            let (changelog, key, room) =
+                (self.changelog.clone(), stream.stream.clone(), room.clone());
+            ctx.spawn(
+                async move { changelog.replace_epoch(key, stale).await }
+                    .into_actor(self)
+                    .map(move |result, act, ctx| act.rewind_done(room, result, ctx)),
+            );
+            return;
+        }
         let Some(read) = stream.sequencer.next_read() else {
             return;
         };
@@ -136,9 +163,10 @@ impl RoomRegistry {
         if read == Read::Head {
             let answer = Ok(Joined {
                 version: Some(result.head),
+                epoch: Some(result.epoch.clone()),
             });
             for waiting in stream.waiting.drain(..) {
-                let _ = waiting.send(answer);
+                let _ = waiting.send(answer.clone());
             }
         } else {
             self.metrics
@@ -146,6 +174,34 @@ impl RoomRegistry {
                 .versions_filled
                 .inc_by(delivery.frames.len() as u64);
         }
+        self.deliver(&room, delivery);
+        self.pump(&room, ctx);
+    }
+
+    /// The stream's epoch was replaced (by this node or another): it goes on from the
+    /// head under the epoch that won.
+    fn rewind_done(
+        &mut self,
+        room: RoomName,
+        result: Result<(i64, Epoch), LogError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(stream) = self.rooms.get_mut(&room).and_then(|r| r.stream.as_mut()) else {
+            return;
+        };
+        let (head, epoch) = match result {
+            Ok(position) => position,
+            Err(e) => return self.read_failed(room, e, ctx),
+        };
+        stream.failing = None;
+        let answer = Ok(Joined {
+            version: Some(head),
+            epoch: Some(epoch.clone()),
+        });
+        for waiting in stream.waiting.drain(..) {
+            let _ = waiting.send(answer.clone());
+        }
+        let delivery = stream.sequencer.rewound(head, epoch);
         self.deliver(&room, delivery);
         self.pump(&room, ctx);
     }
@@ -193,52 +249,33 @@ impl RoomRegistry {
         }
     }
 
-    /// Anti-entropy: reads the heads of every versioned room with members in one
-    /// batched query, and fills the gaps it finds.
-    pub(super) fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.ticking {
-            return;
+    /// Anti-entropy: compares the rooms this shard delivers with the heads the node's
+    /// tick read, and settles what differs (a gap, a head below what was delivered,
+    /// another epoch) with the reads the sequencers ask for.
+    pub(super) fn compare_heads(
+        &mut self,
+        heads: &HashMap<RoomName, (i64, Epoch)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut differ = Vec::new();
+        for (room, entry) in &mut self.rooms {
+            let Some(s) = entry.stream.as_mut() else {
+                continue;
+            };
+            let Some((head, epoch)) = heads.get(room) else {
+                continue;
+            };
+            if s.sequencer.delivered().is_none() {
+                continue; // its head read is in flight
+            }
+            s.sequencer.note_position(*head, epoch);
+            if s.sequencer.has_gap() {
+                differ.push(room.clone());
+            }
         }
-        let streams: Vec<(RoomName, Stream)> = self
-            .rooms
-            .iter()
-            .filter_map(|(room, r)| {
-                let s = r.stream.as_ref()?;
-                s.sequencer.delivered()?;
-                Some((room.clone(), s.stream.clone()))
-            })
-            .collect();
-        if streams.is_empty() {
-            return;
+        for room in differ {
+            self.metrics.hub.anti_entropy_gaps.inc();
+            self.pump(&room, ctx);
         }
-        self.ticking = true;
-        self.metrics.hub.anti_entropy_runs.inc();
-        let changelog = self.changelog.clone();
-        let keys = streams.iter().map(|(_, s)| s.clone()).collect();
-        ctx.spawn(
-            async move { changelog.heads(keys).await }
-                .into_actor(self)
-                .map(move |heads, act, ctx| {
-                    act.ticking = false;
-                    let heads = match heads {
-                        Ok(heads) => heads,
-                        Err(e) => return log::warn!("anti-entropy: {e}"),
-                    };
-                    for (room, stream) in streams {
-                        let Some(head) = heads.get(&stream) else {
-                            continue;
-                        };
-                        let Some(s) = act.rooms.get_mut(&room).and_then(|r| r.stream.as_mut())
-                        else {
-                            continue;
-                        };
-                        s.sequencer.note_head(*head);
-                        if s.sequencer.has_gap() {
-                            act.metrics.hub.anti_entropy_gaps.inc();
-                            act.pump(&room, ctx);
-                        }
-                    }
-                }),
-        );
     }
 }

@@ -23,6 +23,7 @@ impl Log {
             Read::Head => {
                 return ReadResult {
                     head: self.head,
+                    epoch: epoch("e1"),
                     frames: Vec::new(),
                 }
             }
@@ -30,11 +31,16 @@ impl Log {
         };
         ReadResult {
             head: self.head,
+            epoch: epoch("e1"),
             frames: ((after + 1).max(self.first)..=self.head)
                 .map(|v| (v, frame(v)))
                 .collect(),
         }
     }
+}
+
+fn epoch(name: &str) -> Epoch {
+    Epoch::from(name)
 }
 
 fn versions(delivery: &Delivery) -> Vec<i64> {
@@ -48,6 +54,7 @@ fn started_at(head: i64) -> Sequencer {
         Read::Head,
         ReadResult {
             head,
+            epoch: epoch("e1"),
             frames: Vec::new(),
         },
     );
@@ -123,6 +130,7 @@ fn versions_before_the_head_are_left_to_the_joining_members() {
         read,
         ReadResult {
             head: 4,
+            epoch: epoch("e1"),
             frames: Vec::new(),
         },
     );
@@ -165,6 +173,7 @@ fn holding_is_bounded_and_what_is_dropped_is_read_back() {
         read,
         ReadResult {
             head: 0,
+            epoch: epoch("e1"),
             frames: Vec::new(),
         },
     );
@@ -216,7 +225,7 @@ proptest! {
         let mut in_flight: Option<(Read, i64)> = None;
         // The head read is answered first, as the registry does before anything else.
         let read = seq.next_read().unwrap();
-        seq.read_done(read, ReadResult { head: start, frames: Vec::new() });
+        seq.read_done(read, ReadResult { head: start, epoch: epoch("e1"), frames: Vec::new() });
         for step in script {
             match step {
                 Step::Arrive(n) => {

@@ -8,6 +8,7 @@ fn join(name: &str, since: Option<i64>) -> RoomRequest {
     RoomRequest::Join {
         room: room(name),
         since,
+        epoch: None,
         reference: None,
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::WsSession;
 use crate::auth::may_join;
+use crate::rooms::sequencer::Epoch;
 use crate::rooms::{Event, JoinError, Link, Replay, RoomName};
 use crate::ws::joins::{Arrival, Refusal, RoomRequest, Step};
 use crate::ws::protocol::{self, ErrorCode, FrameError, Joined};
@@ -23,6 +24,8 @@ const FIRST_REPLAY_RETRY: Duration = Duration::from_millis(100);
 struct JoinResult {
     /// The stream's position on this node (versioned rooms).
     version: Option<i64>,
+    /// The stream's epoch on this node (versioned rooms).
+    epoch: Option<Epoch>,
     /// With a replay: whether it holds every missed version.
     complete: bool,
     frames: Vec<(i64, ByteString)>,
@@ -90,8 +93,12 @@ impl WsSession {
                     room,
                     since,
                     replay_from,
+                    epoch,
                     reference,
                 } => {
+                    // A `since` of another epoch counts on another stream: nothing
+                    // in this one follows from it.
+                    let replay_from = replay_from.map(|from| (from, epoch));
                     return self.start_join(room, since, replay_from, reference, ctx);
                 }
             }
@@ -103,39 +110,45 @@ impl WsSession {
         &mut self,
         room: RoomName,
         since: Option<i64>,
-        replay_from: Option<i64>,
+        replay_from: Option<(i64, Option<String>)>,
         reference: Option<Value>,
         ctx: &mut Context<Self>,
     ) {
         let link = self.link();
         let deadline = Instant::now() + self.context.recovery_deadline;
         let target = room.clone();
+        let from = replay_from.as_ref().map(|(from, _)| *from);
         let lookup = async move {
             let joined = link.join(target.clone()).await?;
-            let (Some(version), Some(from)) = (joined.version, replay_from) else {
+            let (Some(version), Some((from, theirs))) = (joined.version, replay_from) else {
                 return Ok(JoinResult {
                     version: joined.version,
+                    epoch: joined.epoch,
                     complete: true,
                     frames: Vec::new(),
                 });
             };
-            if from == version {
+            let ours = joined.epoch.as_deref().unwrap_or_default();
+            let same_stream = theirs.is_none_or(|theirs| theirs.is_empty() || theirs == ours);
+            if from == version || !same_stream {
                 return Ok(JoinResult {
                     version: Some(version),
-                    complete: true,
+                    epoch: joined.epoch,
+                    complete: same_stream,
                     frames: Vec::new(),
                 });
             }
             let replay = replay_with_retries(&link, &target, from, version, deadline).await?;
             Ok(JoinResult {
                 version: Some(version),
+                epoch: joined.epoch,
                 // A client ahead of the database (it was reset) must re-fetch.
                 complete: replay.complete && from <= replay.head,
                 frames: replay.frames,
             })
         };
         ctx.spawn(lookup.into_actor(self).map(move |result, act, ctx| {
-            act.finish_join(room, since, replay_from, reference, result, ctx);
+            act.finish_join(room, since, from, reference, result, ctx);
             act.run_requests(ctx);
         }));
     }
@@ -173,9 +186,12 @@ impl WsSession {
             joined.complete = false;
             joined.frames.clear();
         }
+        // Without a complete replay the client re-fetches at `version`: a `since` it
+        // sent (another epoch's, or ahead of the database) says nothing of what it has.
+        let client_has = replay_from.filter(|_| joined.complete);
         let (frames, _) = self
             .rooms
-            .joined(&room, joined.version, replay_from, joined.frames);
+            .joined(&room, joined.version, client_has, joined.frames);
         let recovered = since.and(joined.version).map(|_| joined.complete);
         // A client that already has more than this node delivered keeps its place.
         let version = joined
@@ -187,6 +203,7 @@ impl WsSession {
             Joined {
                 room: room.as_str(),
                 version,
+                epoch: joined.epoch.as_deref(),
                 recovered,
             },
         );
@@ -221,13 +238,21 @@ impl WsSession {
         }
     }
 
-    /// The room's stream skipped versions its change log no longer keeps: the client
-    /// must re-fetch, and is told so as after a `since` too old to recover.
-    pub(super) fn resync(&mut self, room: RoomName, version: i64, ctx: &mut Context<Self>) {
+    /// The room's stream skipped versions its change log no longer keeps, or moved
+    /// back (under a new epoch): the client must re-fetch, and is told so as after a
+    /// `since` too old to recover.
+    pub(super) fn resync(
+        &mut self,
+        room: RoomName,
+        version: i64,
+        epoch: Option<Epoch>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.rooms.resync(&room, version) {
             let joined = Joined {
                 room: room.as_str(),
                 version: Some(version),
+                epoch: epoch.as_deref(),
                 recovered: Some(false),
             };
             self.send(protocol::reply("joinedRoom", None, joined), ctx);
