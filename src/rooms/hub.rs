@@ -19,12 +19,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
+use super::backlog::{Backlog, Handed};
 use super::inbox::Mailbox;
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::{HoldLimits, Read};
 use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
-use crate::changelog::{ChangeLog, LogError};
+use crate::changelog::{ChangeLog, LogError, READ_LIMIT};
 use crate::cluster::{Backplane, Presence};
 use crate::metrics::{Metrics, Origin};
 
@@ -87,14 +88,21 @@ thread_local! {
 
 struct Inner {
     id: u64,
-    /// Every shard started so far; a shard whose thread stopped is dropped on the next
-    /// publish that finds it closed.
-    shards: Mutex<Vec<Addr<RoomRegistry>>>,
+    /// Every shard started so far, each with its backlog of events from other nodes;
+    /// a shard whose thread stopped is dropped on the next publish that finds it closed.
+    shards: Mutex<Vec<Shard>>,
     index: Arc<RoomIndex>,
     changelog: ChangeLog,
     backplane: Option<Arc<Backplane>>,
     config: ShardConfig,
     metrics: Arc<Metrics>,
+}
+
+/// A shard, and the events from other nodes waiting for its mailbox.
+#[derive(Clone)]
+struct Shard {
+    addr: Addr<RoomRegistry>,
+    backlog: Arc<Backlog>,
 }
 
 /// A cheap, clonable handle to this node's rooms (and the cluster, if any).
@@ -164,19 +172,29 @@ impl Hub {
                 inner.metrics.clone(),
             )
             .start();
-            self.lock_shards().push(shard.clone());
+            self.lock_shards().push(Shard {
+                addr: shard.clone(),
+                backlog: Arc::default(),
+            });
             shards.insert(inner.id, shard.clone());
             shard
         })
     }
 
-    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Addr<RoomRegistry>>> {
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Shard>> {
         self.inner.shards.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn shards(&self) -> Vec<Addr<RoomRegistry>> {
+        self.shards_and_backlogs()
+            .into_iter()
+            .map(|s| s.addr)
+            .collect()
+    }
+
+    fn shards_and_backlogs(&self) -> Vec<Shard> {
         let mut shards = self.lock_shards();
-        shards.retain(Addr::connected);
+        shards.retain(|s| s.addr.connected());
         shards.clone()
     }
 
@@ -250,10 +268,18 @@ impl Hub {
         self.to_shards(event).await
     }
 
-    /// Delivers an event another node published.
+    /// Delivers an event another node published. Never waits: a shard whose mailbox
+    /// is full gets it through its backlog (see [`Backlog`]), so one busy shard does not
+    /// hold up this node's only subscriber, and with it every room.
     pub async fn deliver_from_cluster(&self, event: Event) -> Result<(), HubError> {
-        self.inner.metrics.published(Origin::Backplane).inc();
-        self.to_shards(event).await
+        let metrics = &self.inner.metrics;
+        metrics.published(Origin::Backplane).inc();
+        for shard in self.shards_and_backlogs() {
+            if shard.backlog.hand_over(&shard.addr, event.clone()) == Handed::Dropped {
+                metrics.hub.cluster_events_dropped.inc();
+            }
+        }
+        Ok(())
     }
 
     /// Hands `event` to every shard, waiting (briefly, repeatedly) while a mailbox is
@@ -361,23 +387,46 @@ impl Link {
         self.shard.do_send(Leave { id: self.id, room });
     }
 
-    /// Reads the versions of `room` in (`after`, `upto`] from the change log.
+    /// Reads the versions of `room` in (`after`, `upto`] from the change log, where
+    /// `upto` is a version this node has delivered (so it is committed).
+    ///
+    /// A read is shared with identical reads in flight, which may have started before
+    /// `upto` was committed: a head below `upto` means exactly that, and the range is
+    /// read again (the second read starts after this call, so it sees `upto`; if it
+    /// still does not, the stream moved back and the replay is not complete). A range
+    /// longer than one read returns is read in steps.
     pub async fn replay(&self, room: &RoomName, after: i64, upto: i64) -> Result<Replay, LogError> {
         let changelog = &self.hub.inner.changelog;
         let Some(stream) = changelog.stream_of(room) else {
             return Ok(Replay::default());
         };
-        let read = changelog.read(stream, Read::After(after)).await?;
-        let frames: Vec<_> = read
-            .frames
-            .iter()
-            .filter(|(v, _)| *v <= upto)
-            .cloned()
-            .collect();
-        let wanted = upto.min(read.head) - after;
-        let complete = wanted <= 0 || frames.len() as i64 == wanted;
+        let mut frames: Vec<super::sequencer::Versioned> = Vec::new();
+        let mut from = after;
+        let mut stale_reads = 0;
+        let head = loop {
+            let read = changelog.read(stream.clone(), Read::After(from)).await?;
+            if read.head < upto && stale_reads == 0 {
+                stale_reads += 1;
+                continue;
+            }
+            let end = upto.min(read.head);
+            frames.extend(
+                read.frames
+                    .iter()
+                    .filter(|(v, _)| *v > from && *v <= end)
+                    .cloned(),
+            );
+            let last = frames.last().map_or(from, |(v, _)| *v);
+            if read.frames.len() as i64 >= READ_LIMIT && last > from && last < end {
+                from = last;
+                continue;
+            }
+            break read.head;
+        };
+        let wanted = upto.min(head) - after;
+        let complete = head >= upto && (wanted <= 0 || frames.len() as i64 == wanted);
         Ok(Replay {
-            head: read.head,
+            head,
             complete,
             // Part of a history is no use: the client re-fetches the whole state.
             frames: if complete { frames } else { Vec::new() },

@@ -2,6 +2,7 @@
 //! delivers each versioned room's events in order, and the [`Hub`], the one door the
 //! rest of the hub uses to reach it.
 
+mod backlog;
 mod frame;
 mod hub;
 mod hub_metrics;

@@ -75,6 +75,18 @@ pub enum Step {
     },
 }
 
+/// How a join ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The frames to send after `joinedRoom`, in order.
+    pub frames: Vec<ByteString>,
+    /// The version the client has once they are sent.
+    pub version: Option<i64>,
+    /// The stream skipped versions during the join and resumes after this one: the
+    /// replay was dropped and the client must re-fetch (`recovered: false`).
+    pub skipped: Option<i64>,
+}
+
 /// What to do with a live event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arrival {
@@ -94,6 +106,9 @@ enum Membership {
     Joining {
         held: Vec<(Option<i64>, ByteString)>,
         held_bytes: usize,
+        /// The stream skipped versions meanwhile and resumes after this one: the join
+        /// ends with `recovered: false` whatever its replay found.
+        skipped: Option<i64>,
     },
     /// The client has every version up to `version`.
     Live { version: Option<i64> },
@@ -170,6 +185,7 @@ impl Rooms {
                 let joining = Membership::Joining {
                     held: Vec::new(),
                     held_bytes: 0,
+                    skipped: None,
                 };
                 self.rooms.insert(room.clone(), joining);
                 self.busy = true;
@@ -200,7 +216,9 @@ impl Rooms {
                 }
                 (None, _) => Arrival::Send,
             },
-            Some(Membership::Joining { held, held_bytes }) => {
+            Some(Membership::Joining {
+                held, held_bytes, ..
+            }) => {
                 *held_bytes += frame.len();
                 held.push((version, frame.clone()));
                 if *held_bytes > self.max_held_bytes {
@@ -214,36 +232,53 @@ impl Rooms {
 
     /// The running join of `room` finished: the stream stands at `version` on this
     /// node, the client had `client_has` (its `since`, or what it had) and `replay`
-    /// are the versions it missed, in (`client_has`, `version`]. Answers the frames to send after `joinedRoom`, in
-    /// order, and the version the client then has.
+    /// are the versions it missed, in (`client_has`, `version`]. Answers the frames to
+    /// send after `joinedRoom`, in order, and the version the client then has; `None`
+    /// if the room was left meanwhile (a narrowed token): nothing is to be answered.
     pub fn joined(
         &mut self,
         room: &RoomName,
         version: Option<i64>,
         client_has: Option<i64>,
         replay: Vec<(i64, ByteString)>,
-    ) -> (Vec<ByteString>, Option<i64>) {
+    ) -> Option<Ended> {
         self.busy = false;
-        let held = match self.rooms.get_mut(room) {
-            Some(Membership::Joining { held, .. }) => std::mem::take(held),
-            _ => return (Vec::new(), None), // left meanwhile (a narrowed token)
+        let (held, skipped) = match self.rooms.get_mut(room) {
+            Some(Membership::Joining { held, skipped, .. }) => (std::mem::take(held), *skipped),
+            _ => return None,
         };
-        // A client ahead of this node's stream (its `since` came from a node that saw
-        // more) gets nothing it already has.
-        let mut last = version.map(|v| client_has.map_or(v, |has| has.max(v)));
-        let mut out = Vec::with_capacity(replay.len() + held.len());
-        out.extend(replay.into_iter().map(|(_, frame)| frame));
+        let mut last = match skipped {
+            // What was replayed has a hole after it: the client re-fetches, and the
+            // stream goes on after the skip.
+            Some(skip) => version.map(|v| v.max(skip)),
+            // A client ahead of this node's stream (its `since` came from a node that
+            // saw more) gets nothing it already has.
+            None => version.map(|v| client_has.map_or(v, |has| has.max(v))),
+        };
+        let mut frames = Vec::with_capacity(replay.len() + held.len());
+        if skipped.is_none() {
+            frames.extend(replay.into_iter().map(|(_, frame)| frame));
+        }
         for (v, frame) in held {
             match (v, last) {
                 (Some(v), Some(l)) if v <= l => continue,
                 (Some(v), _) => last = Some(v),
                 _ => {}
             }
-            out.push(frame);
+            frames.push(frame);
         }
         self.rooms
             .insert(room.clone(), Membership::Live { version: last });
-        (out, last)
+        Some(Ended {
+            frames,
+            version: last,
+            skipped,
+        })
+    }
+
+    /// Whether `room` is joining still: not left meanwhile (a narrowed token).
+    pub fn is_joining(&self, room: &RoomName) -> bool {
+        matches!(self.rooms.get(room), Some(Membership::Joining { .. }))
     }
 
     /// The running join of `room` failed: the session is not in it.
@@ -252,15 +287,20 @@ impl Rooms {
         self.rooms.remove(room);
     }
 
-    /// The room's stream skipped versions: the client has `version` from now on, if
-    /// it is live in the room.
+    /// The room's stream skipped versions and resumes after `version`. Answers whether
+    /// to tell the client now: yes if it is live in the room; a join still running
+    /// ends with `recovered: false` instead.
     pub fn resync(&mut self, room: &RoomName, version: i64) -> bool {
         match self.rooms.get_mut(room) {
             Some(Membership::Live { version: seen }) => {
                 *seen = Some(version);
                 true
             }
-            _ => false,
+            Some(Membership::Joining { skipped, .. }) => {
+                *skipped = Some(skipped.map_or(version, |s| s.max(version)));
+                false
+            }
+            None => false,
         }
     }
 
