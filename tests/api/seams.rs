@@ -157,12 +157,13 @@ async fn a_locked_change_log_answers_joins_unavailable_by_the_deadline_then_reco
 
     // For about 30 s, rounds of clients join with `since`: each is answered by the
     // deadline, `unavailable` (or closed with 1013), never left waiting.
-    for round in 0..3 {
+    for _round in 0..3 {
+        // Each `since` below the head 3: each needs a replay.
         let clients = (0..3).map(|i| {
             let app = &app;
             async move {
                 let mut socket = app.ws(&provider(71)).await;
-                join_answer(&mut socket, "provider-71", round + i).await
+                join_answer(&mut socket, "provider-71", i).await
             }
         });
         for answer in join_all(clients).await {
