@@ -177,6 +177,13 @@ async fn a_locked_change_log_answers_joins_unavailable_by_the_deadline_then_reco
         }
     }
 
+    // A write waits no longer: its statement is cancelled at the statement timeout.
+    let (status, body) = app
+        .post("/api/providers/71/availability", &admin(), &slot_at(900))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
     // The lock goes (its session is ended, as an operator would); joins work at once.
     actix_web::web::block(move || {
         psql(
@@ -202,6 +209,45 @@ async fn a_locked_change_log_answers_joins_unavailable_by_the_deadline_then_reco
     app.create_slot(71, 600).await;
     assert_eq!(socket.recv().await["data"]["version"], 4);
 }
+
+async fn pooled_connections_bound_their_statements(backend: Backend) {
+    use eventide_hub::db::AnyConnection;
+    let app = TestApp::builder()
+        .backend(backend)
+        .configure(|s| s.db_statement_timeout_ms = 2_500)
+        .spawn()
+        .await;
+    let pool = app.pool.clone();
+    let setting = actix_web::web::block(move || {
+        let mut conn = pool.get().unwrap();
+        match &mut *conn {
+            AnyConnection::Postgresql(pg) => {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                    "current_setting('statement_timeout')",
+                ))
+                .get_result::<String>(pg)
+                .unwrap()
+            }
+            AnyConnection::Sqlite(sqlite) => {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "(SELECT timeout FROM pragma_busy_timeout)",
+                ))
+                .get_result::<i64>(sqlite)
+                .unwrap()
+                .to_string()
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let expected = match backend {
+        Backend::Postgres => "2500ms",
+        Backend::Sqlite => "2500",
+    };
+    assert_eq!(setting, expected);
+}
+
+crate::on_both_backends!(pooled_connections_bound_their_statements);
 
 #[actix_web::test]
 async fn a_replay_longer_than_one_read_is_recovered_whole() {
