@@ -23,9 +23,10 @@ use super::backlog::{Backlog, Handed};
 use super::inbox::Mailbox;
 use super::index::RoomIndex;
 use super::messages::*;
+use super::replay::{self, Replay};
 use super::sequencer::{HoldLimits, Read};
 use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
-use crate::changelog::{ChangeLog, LogError, READ_LIMIT};
+use crate::changelog::{ChangeLog, LogError};
 use crate::cluster::{Backplane, Presence};
 use crate::metrics::{Metrics, Origin};
 
@@ -364,17 +365,6 @@ pub struct Link {
     hub: Hub,
 }
 
-/// What a joining session missed, read from the change log.
-#[derive(Debug, Clone, Default)]
-pub struct Replay {
-    /// The room's version in the database.
-    pub head: i64,
-    /// Whether every version in the asked range is in `frames`.
-    pub complete: bool,
-    /// The missed frames, in order.
-    pub frames: Vec<super::sequencer::Versioned>,
-}
-
 impl Link {
     /// Joins `room`; answers where its stream stands on this node.
     pub async fn join(&self, room: RoomName) -> Result<Joined, JoinError> {
@@ -389,48 +379,15 @@ impl Link {
 
     /// Reads the versions of `room` in (`after`, `upto`] from the change log, where
     /// `upto` is a version this node has delivered (so it is committed).
-    ///
-    /// A read is shared with identical reads in flight, which may have started before
-    /// `upto` was committed: a head below `upto` means exactly that, and the range is
-    /// read again (the second read starts after this call, so it sees `upto`; if it
-    /// still does not, the stream moved back and the replay is not complete). A range
-    /// longer than one read returns is read in steps.
     pub async fn replay(&self, room: &RoomName, after: i64, upto: i64) -> Result<Replay, LogError> {
         let changelog = &self.hub.inner.changelog;
         let Some(stream) = changelog.stream_of(room) else {
             return Ok(Replay::default());
         };
-        let mut frames: Vec<super::sequencer::Versioned> = Vec::new();
-        let mut from = after;
-        let mut stale_reads = 0;
-        let head = loop {
-            let read = changelog.read(stream.clone(), Read::After(from)).await?;
-            if read.head < upto && stale_reads == 0 {
-                stale_reads += 1;
-                continue;
-            }
-            let end = upto.min(read.head);
-            frames.extend(
-                read.frames
-                    .iter()
-                    .filter(|(v, _)| *v > from && *v <= end)
-                    .cloned(),
-            );
-            let last = frames.last().map_or(from, |(v, _)| *v);
-            if read.frames.len() as i64 >= READ_LIMIT && last > from && last < end {
-                from = last;
-                continue;
-            }
-            break read.head;
-        };
-        let wanted = upto.min(head) - after;
-        let complete = head >= upto && (wanted <= 0 || frames.len() as i64 == wanted);
-        Ok(Replay {
-            head,
-            complete,
-            // Part of a history is no use: the client re-fetches the whole state.
-            frames: if complete { frames } else { Vec::new() },
+        replay::assemble(after, upto, |from| {
+            changelog.read(stream.clone(), Read::After(from))
         })
+        .await
     }
 
     /// Deregisters the session.
