@@ -185,16 +185,9 @@ async fn a_locked_change_log_answers_joins_unavailable_by_the_deadline_then_reco
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
 
     // The lock goes (its session is ended, as an operator would); joins work at once.
-    actix_web::web::block(move || {
-        psql(
-            &probe,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND query LIKE '%LOCK TABLE%'",
-        )
-    })
-    .await
-    .unwrap();
+    actix_web::web::block(move || end_lockers(&probe))
+        .await
+        .unwrap();
     locker.join().unwrap();
     let mut socket = app.ws(&provider(71)).await;
     let joined = join_answer(&mut socket, "provider-71", 1).await.unwrap();
@@ -323,6 +316,26 @@ async fn a_join_narrowed_away_while_it_runs_is_refused_not_joined() {
     assert_eq!(app.hub.stats().await.unwrap().memberships, 0);
 }
 
+/// How many sessions of the test's database wait for a lock.
+fn waiting_for_locks(url: &str) -> i64 {
+    let mut conn = PgConnection::establish(url).unwrap();
+    let sql = "(SELECT count(*) FROM pg_stat_activity \
+               WHERE datname = current_database() AND wait_event_type = 'Lock')";
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(sql))
+        .get_result::<i64>(&mut conn)
+        .unwrap()
+}
+
+/// Ends the sessions of the test's database that hold a `LOCK TABLE`.
+fn end_lockers(url: &str) {
+    psql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query LIKE '%LOCK TABLE%'",
+    )
+}
+
 #[actix_web::test]
 #[ignore = "needs PostgreSQL (EVENTIDE_TEST_PG_URL)"]
 async fn first_events_racing_to_a_new_history_room_all_succeed() {
@@ -331,19 +344,58 @@ async fn first_events_racing_to_a_new_history_room_all_succeed() {
         .configure(|s| s.delivery.history_rooms = vec!["race-*".into()])
         .spawn()
         .await;
-    for room in 0..10 {
-        let path = format!("/api/rooms/race-{room}/events");
-        let emits = (0..4).map(|n| {
-            let (app, path) = (&app, path.clone());
-            let body = json!({"event": "first", "data": {"n": n}});
-            async move { app.post(&path, &service(), &body).await }
-        });
-        for (status, body) in join_all(emits).await {
-            assert_eq!(status, 202, "{body}");
+    let url = app.settings.database_url.clone();
+    // Hold the events table so that both first events have passed the stream row's
+    // update (no row yet) before either commits: the race, every time.
+    let locker = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            let _ = conn.batch_execute(
+                "BEGIN; LOCK TABLE room_events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+            );
         }
+    });
+    let wait_until = |done: fn(&str) -> bool| {
+        let url = url.clone();
+        async move {
+            for _ in 0..200 {
+                let url = url.clone();
+                if actix_web::web::block(move || done(&url)).await.unwrap() {
+                    return;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("the database never got there");
+        }
+    };
+    wait_until(|url| exclusively_locked(url, "room_events")).await;
+    let emits: Vec<_> = (0..2)
+        .map(|n| {
+            let address = app.address.clone();
+            actix_web::rt::spawn(async move {
+                let body = json!({"event": "first", "data": {"n": n}});
+                let response = crate::helpers::ws::http_client()
+                    .post(format!("{address}/api/rooms/race-1/events"))
+                    .bearer_auth(service())
+                    .send_json(&body)
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    // One waits for the lock, the other for the first one's new stream row.
+    wait_until(|url| waiting_for_locks(url) >= 2).await;
+    actix_web::web::block(move || end_lockers(&url))
+        .await
+        .unwrap();
+    locker.join().unwrap();
+    for emit in emits {
+        assert_eq!(emit.await.unwrap(), 202);
     }
     let mut socket = app.ws(&client_with_rooms(&["race-*"])).await;
-    let joined = socket.join("race-7", Some(0)).await;
-    assert_eq!(joined["data"]["version"], 4);
+    let joined = socket.join("race-1", Some(0)).await;
+    assert_eq!(joined["data"]["version"], 2);
     assert_eq!(joined["data"]["recovered"], true);
 }
