@@ -47,7 +47,7 @@ fn fanout(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let target =
         DatabaseTarget::parse(&format!("sqlite://{}", dir.path().join("b.db").display())).unwrap();
-    let pool = db::connect_and_migrate(&target).unwrap();
+    let pool = db::connect_and_migrate(&target, Duration::from_secs(4)).unwrap();
     let config = ShardConfig {
         anti_entropy_interval: Duration::from_secs(2),
         recovery_deadline: Duration::from_secs(10),

@@ -143,7 +143,7 @@ fn serve(settings: Settings) -> Result<(), String> {
 
 fn migrate(settings: Settings) -> Result<(), String> {
     let target = DatabaseTarget::parse(&settings.database_url).map_err(|e| e.to_string())?;
-    db::connect_and_migrate(&target).map_err(|e| e.to_string())?;
+    db::connect_and_migrate(&target, settings.db_statement_timeout()).map_err(|e| e.to_string())?;
     log::info!("database is up to date");
     Ok(())
 }

@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_HISTORY_PER_PROVIDER: i64 = 1000;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
 /// Default seconds of client silence before the socket is closed.
 pub const DEFAULT_CLIENT_TIMEOUT_SECS: u64 = 30;
+/// Default longest database statement (and wait for a pooled connection), in
+/// milliseconds: well below the recovery deadline, so a join can retry once.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
 /// Default open connections a node accepts in all.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
@@ -69,6 +72,12 @@ pub struct Settings {
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+
+    /// Longest database statement, in milliseconds (PostgreSQL `statement_timeout`,
+    /// SQLite busy timeout); also bounds the wait for a pooled connection and for
+    /// connecting to PostgreSQL.
+    #[arg(long, env = "EVENTIDE_DB_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_DB_STATEMENT_TIMEOUT_MS, value_parser = number::<u64>)]
+    pub db_statement_timeout_ms: u64,
 
     /// HS256 secret. Unset: a random one is generated and kept beside the SQLite file.
     #[arg(long, env = "EVENTIDE_JWT_SECRET", hide_env_values = true)]
@@ -298,6 +307,7 @@ impl Settings {
         Settings {
             addr: DEFAULT_ADDR.parse().expect("default address parses"),
             database_url: database_url.into(),
+            db_statement_timeout_ms: DEFAULT_DB_STATEMENT_TIMEOUT_MS,
             jwt_secret: None,
             jwt_public_key_file: None,
             jwt_jwks_url: None,
@@ -315,6 +325,11 @@ impl Settings {
             limits: Limits::default(),
             delivery: Delivery::default(),
         }
+    }
+
+    /// The longest a database statement (or the wait for a connection) may take.
+    pub fn db_statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
     }
 
     /// Checks what clap cannot: values that parse but make no sense together.
@@ -348,6 +363,12 @@ impl Settings {
                 "EVENTIDE_JWT_JWKS_URL and EVENTIDE_JWT_PUBLIC_KEY_FILE: set one or the other"
                     .into(),
             );
+        }
+        if self.db_statement_timeout_ms < 100 {
+            return Err(format!(
+                "EVENTIDE_DB_STATEMENT_TIMEOUT_MS: must be at least 100, got {}",
+                self.db_statement_timeout_ms
+            ));
         }
         if self.jwt_jwks_refresh_secs == 0 {
             return Err("EVENTIDE_JWT_JWKS_REFRESH_SECS: must be at least 1".into());

@@ -7,6 +7,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{dev::Server, middleware::from_fn, web, App};
 
@@ -62,8 +63,8 @@ impl Application {
         actix_web::rt::spawn(auth::reload_on_sighup(verifier.clone()));
         let verifier = web::Data::from(verifier);
         let pool = {
-            let target = target.clone();
-            web::block(move || db::connect_and_migrate(&target))
+            let (target, timeout) = (target.clone(), settings.db_statement_timeout());
+            web::block(move || db::connect_and_migrate(&target, timeout))
                 .await
                 .map_err(|e| StartupError(e.to_string()))?
                 .map_err(|e| StartupError(e.to_string()))?
@@ -206,7 +207,9 @@ async fn start_hub(
         links.pool,
         &delivery.history_patterns(),
         settings.limits.max_history_per_provider,
-    );
+    )
+    // The statement timeout answers first, with its own error; this bounds the rest.
+    .with_read_deadline(settings.db_statement_timeout() + Duration::from_secs(1));
     let config = ShardConfig {
         anti_entropy_interval: delivery.anti_entropy_interval(),
         recovery_deadline: delivery.recovery_deadline(),

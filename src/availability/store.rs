@@ -51,6 +51,13 @@ impl From<DieselError> for StoreError {
             {
                 StoreError::Unavailable("the database is busy; retry".into())
             }
+            // PostgreSQL cancelled it at EVENTIDE_DB_STATEMENT_TIMEOUT_MS (a lock held
+            // elsewhere, an overloaded server).
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("statement timeout") =>
+            {
+                StoreError::Unavailable("the database did not answer in time; retry".into())
+            }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 StoreError::Unavailable("the database connection was lost; retry".into())
             }

@@ -5,11 +5,10 @@
 //! so in batches of [`HEADS_BATCH`] streams, one query per kind of stream in a batch,
 //! each batch under its own read permit released before the next is taken: a tick never
 //! holds more than one permit, and joins waiting for one get their turn between batches.
-
-use actix_web::web;
+//! Like every read, each batch answers within the read deadline.
 
 use super::queries::{self, Position};
-use super::{closed, ChangeLog, LogError, Stream};
+use super::{ChangeLog, LogError, Stream};
 use crate::rooms::sequencer::Epoch;
 
 /// Streams whose heads one query reads at most.
@@ -32,19 +31,14 @@ impl ChangeLog {
             queries: 0,
         };
         for batch in streams.chunks(HEADS_BATCH) {
-            let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-            let pool = self.pool.clone();
             let batch = batch.to_vec();
             let kinds = 1 + usize::from(
                 batch.iter().any(|s| matches!(s, Stream::Room(_)))
                     && batch.iter().any(|s| matches!(s, Stream::Provider(_))),
             );
-            let found = web::block(move || {
-                let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
-                queries::positions(&mut conn, &batch).map_err(|e| LogError(e.to_string()))
-            })
-            .await
-            .map_err(|_| closed())??;
+            let found = self
+                .with_permit(move |conn| queries::positions(conn, &batch))
+                .await?;
             out.queries += kinds;
             out.positions.extend(found);
         }
@@ -54,18 +48,13 @@ impl ChangeLog {
     /// Replaces `stale`, the epoch `stream` moved back under, by a new one, unless
     /// another node already did; answers where the stream stands then.
     pub async fn replace_epoch(&self, stream: Stream, stale: Epoch) -> Result<Position, LogError> {
-        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let pool = self.pool.clone();
         let fresh = new_epoch();
-        web::block(move || {
-            let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
-            diesel::Connection::transaction(&mut conn, |conn| {
+        self.with_permit(move |conn| {
+            diesel::Connection::transaction(conn, |conn| {
                 queries::replace_epoch(conn, &stream, &stale, &fresh)
             })
-            .map_err(|e| LogError(e.to_string()))
         })
         .await
-        .map_err(|_| closed())?
     }
 }
 

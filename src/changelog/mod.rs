@@ -8,27 +8,35 @@
 //! Reads are the expensive part of recovery: a reconnect storm or a Redis resubscribe
 //! can ask for thousands of them at once. So they run on the blocking pool behind a
 //! small semaphore (a fraction of the connection pool, leaving the rest to REST), and
-//! identical reads in flight are coalesced into one.
+//! identical reads in flight are coalesced into one (see [`reads`] for how a read
+//! outlives the callers that asked for it). Every read answers within the read
+//! deadline, whatever the database does.
 
 mod epochs;
 mod queries;
+mod reads;
 
 pub use epochs::{Positions, HEADS_BATCH};
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::web;
 use bytestring::ByteString;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::Connection;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::auth::pattern_matches;
-use crate::db::{read_transaction, DbPool};
+use crate::db::DbPool;
 use crate::rooms::sequencer::{Read, ReadResult, Versioned};
 use crate::rooms::{frame_to, FrameTarget, RoomName};
+
+pub use queries::READ_LIMIT;
+
+/// How long a read waits for a permit and the database together, unless told otherwise.
+pub const DEFAULT_READ_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The history of one versioned room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,18 +59,21 @@ impl std::fmt::Display for LogError {
 
 impl std::error::Error for LogError {}
 
-type SharedRead = Shared<BoxFuture<'static, Result<Arc<ReadResult>, LogError>>>;
-
 /// A handle to the change log, cheap to clone.
 #[derive(Clone)]
 pub struct ChangeLog {
     pool: DbPool,
     history_rooms: Arc<[String]>,
     keep: i64,
-    /// Limits concurrent reads so recovery never takes the whole pool from REST.
+    /// Limits concurrent reads so recovery never takes the whole pool from REST. A
+    /// permit is held exactly while a read uses a connection, on the blocking pool:
+    /// it goes back when that work ends, whoever still waits for its answer.
     permits: Arc<Semaphore>,
     /// Reads in flight, by what they read: a second identical read awaits the first.
-    in_flight: Arc<Mutex<HashMap<(Stream, Read), SharedRead>>>,
+    /// An entry lives exactly as long as its read's task (see [`reads`]).
+    in_flight: Arc<Mutex<reads::InFlight>>,
+    /// How long a read may take, from its start to its answer (permit wait included).
+    deadline: Duration,
 }
 
 impl ChangeLog {
@@ -77,7 +88,14 @@ impl ChangeLog {
             keep,
             permits: Arc::new(Semaphore::new(readers)),
             in_flight: Arc::default(),
+            deadline: DEFAULT_READ_DEADLINE,
         }
+    }
+
+    /// The same change log, whose reads answer (an error, if need be) within `deadline`.
+    pub fn with_read_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The stream behind `room`, if the room is versioned.
@@ -99,54 +117,39 @@ impl ChangeLog {
     }
 
     /// Reads `read` of `room`'s stream (the head, or the changes after a version up to
-    /// the head), sharing the result with identical reads in flight.
+    /// the head, at most [`READ_LIMIT`] of them), sharing the result with identical
+    /// reads in flight. A shared result may come from a read that started before this
+    /// call: a caller that needs a version it knows is committed checks the head.
     pub async fn read(&self, stream: Stream, read: Read) -> Result<Arc<ReadResult>, LogError> {
-        let key = (stream.clone(), read);
-        let shared = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(shared) = in_flight.get(&key) {
-                shared.clone()
-            } else {
-                let this = self.clone();
-                let key_done = key.clone();
-                let shared = async move {
-                    let result = this.read_now(stream, read).await;
-                    this.in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key_done);
-                    result.map(Arc::new)
-                }
-                .boxed()
-                .shared();
-                in_flight.insert(key, shared.clone());
-                shared
-            }
-        };
-        shared.await
+        reads::read(self, (stream, read)).await
     }
 
-    async fn read_now(&self, stream: Stream, read: Read) -> Result<ReadResult, LogError> {
-        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let pool = self.pool.clone();
-        web::block(move || {
-            let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
-            read_transaction(&mut conn, |conn| {
-                let (head, epoch) = queries::position(conn, &stream)?;
-                let frames = match read {
-                    Read::Head => Vec::new(),
-                    Read::After(after) => queries::changes_after(conn, &stream, after, head)?,
-                };
-                Ok::<_, diesel::result::Error>(ReadResult {
-                    head,
-                    epoch,
-                    frames,
-                })
+    /// Runs `query` on a connection of the pool under a read permit, answering within
+    /// the read deadline. The permit moves with the query onto the blocking pool, so
+    /// it is back only when the database work itself has ended.
+    pub(super) async fn with_permit<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&mut crate::db::AnyConnection) -> Result<T, DieselError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let work = async {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?;
+            let pool = self.pool.clone();
+            web::block(move || {
+                let _permit = permit;
+                let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
+                query(&mut conn).map_err(|e| LogError(e.to_string()))
             })
-            .map_err(|e| LogError(e.to_string()))
-        })
-        .await
-        .map_err(|_| closed())?
+            .await
+            .map_err(|_| closed())?
+        };
+        tokio::time::timeout(self.deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(self.deadline)))
     }
 
     /// Appends an event to a history room in one transaction; answers its version and
@@ -169,14 +172,44 @@ impl ChangeLog {
                 };
                 frame_to(&event, target, &data)
             };
-            conn.transaction(|conn| queries::append_room_event(conn, room.as_str(), keep, frame))
-                .map_err(|e| LogError(e.to_string()))
+            let mut append = || {
+                conn.transaction(|conn| {
+                    queries::append_room_event(conn, room.as_str(), keep, frame)
+                })
+            };
+            match append() {
+                // The room's first two events raced to create its stream row: the
+                // loser finds the row now and appends after the winner.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => append(),
+                other => other,
+            }
+            .map_err(|e| LogError(e.to_string()))
         })
         .await
         .map_err(|_| closed())?
     }
 }
 
+#[cfg(test)]
+impl ChangeLog {
+    /// Read permits nobody holds.
+    fn idle_permits(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Reads in the table of reads in flight.
+    fn reads_in_flight(&self) -> usize {
+        reads::lock(&self.in_flight).len()
+    }
+}
+
 fn closed() -> LogError {
     LogError("the hub is shutting down".into())
 }
+
+fn timed_out(deadline: Duration) -> LogError {
+    LogError(format!("no answer within {} ms", deadline.as_millis()))
+}
+
+#[cfg(test)]
+mod tests;

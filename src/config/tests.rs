@@ -64,3 +64,23 @@ fn bad_values_name_their_variable() {
         Some("EVENTIDE_MAX_BODY_BYTES")
     );
 }
+
+#[test]
+fn a_statement_timeout_too_short_to_answer_anything_is_refused() {
+    let mut settings = Settings::with_database(DEFAULT_DATABASE_URL);
+    assert_eq!(
+        settings.db_statement_timeout(),
+        Duration::from_millis(4_000)
+    );
+    assert!(
+        settings.db_statement_timeout() < Delivery::default().recovery_deadline() / 2,
+        "a join must have time to retry a read within the recovery deadline"
+    );
+    settings.db_statement_timeout_ms = 99;
+    assert_eq!(
+        settings.validate().unwrap_err(),
+        "EVENTIDE_DB_STATEMENT_TIMEOUT_MS: must be at least 100, got 99"
+    );
+    settings.db_statement_timeout_ms = 100;
+    assert_eq!(settings.validate(), Ok(()));
+}

@@ -4,6 +4,8 @@
 //! swallows their errors (a mistyped PostgreSQL URL would even create a SQLite file
 //! named after it), so the manager here picks the backend from the URL scheme.
 
+use std::time::Duration;
+
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::ManageConnection;
@@ -11,7 +13,10 @@ use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::DatabaseTarget;
+use super::{with_libpq_deadlines, DatabaseTarget};
+
+/// How long connecting may take unless the manager is told otherwise.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -60,6 +65,8 @@ impl AnyConnection {
 pub struct Manager {
     target: DatabaseTarget,
     create: bool,
+    /// Bounds connecting to PostgreSQL and a silent server (libpq parameters).
+    connect_timeout: Duration,
 }
 
 impl Manager {
@@ -68,7 +75,15 @@ impl Manager {
         Manager {
             target,
             create: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+
+    /// The same manager, giving up on connecting (and on a silent server) after about
+    /// `timeout`.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// A manager that creates the SQLite file if it is missing.
@@ -76,6 +91,7 @@ impl Manager {
         Manager {
             target,
             create: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -101,14 +117,17 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
         match &self.target {
-            DatabaseTarget::Postgres(url) => PgConnection::establish(url)
-                .map(AnyConnection::Postgresql)
-                .map_err(diesel::r2d2::Error::ConnectionError),
+            DatabaseTarget::Postgres(url) => {
+                PgConnection::establish(&with_libpq_deadlines(url, self.connect_timeout))
+                    .map(AnyConnection::Postgresql)
+                    .map_err(diesel::r2d2::Error::ConnectionError)
+            }
             DatabaseTarget::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&sqlite_uri(path, self.create))
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the one writer; busy_timeout makes a second
-                // writer wait for the lock instead of failing at once.
+                // writer wait for the lock instead of failing at once (pooled
+                // connections then bound that wait by the statement timeout).
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",

@@ -6,6 +6,7 @@
 //! it on the blocking pool (`web::block`), never on an actor or async thread.
 
 mod connection;
+mod deadlines;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use diesel::r2d2::ManageConnection;
 
 pub use connection::{AnyConnection, Manager};
+pub use deadlines::{with_libpq_deadlines, StatementTimeout};
 
 /// A pool of database connections.
 pub type DbPool = diesel::r2d2::Pool<Manager>;
@@ -84,9 +86,13 @@ impl DatabaseTarget {
     }
 }
 
-/// Opens the pool and applies pending migrations. Blocking: call it from the blocking
-/// pool or before the server starts.
-pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
+/// Opens the pool and applies pending migrations. Every pooled connection bounds its
+/// statements by `statement_timeout`, and waiting for a free connection is bounded by
+/// it too. Blocking: call it from the blocking pool or before the server starts.
+pub fn connect_and_migrate(
+    target: &DatabaseTarget,
+    statement_timeout: Duration,
+) -> Result<DbPool, DbError> {
     let size = match target {
         // SQLite serializes writers anyway; a few connections serve concurrent readers.
         DatabaseTarget::Sqlite(_) => 8,
@@ -103,8 +109,9 @@ pub fn connect_and_migrate(target: &DatabaseTarget) -> Result<DbPool, DbError> {
     diesel::r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        .build(Manager::new(target.clone()))
+        .connection_timeout(statement_timeout)
+        .connection_customizer(Box::new(StatementTimeout(statement_timeout)))
+        .build(Manager::new(target.clone()).with_connect_timeout(statement_timeout))
         .map_err(DbError::Pool)
 }
 

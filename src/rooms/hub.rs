@@ -20,9 +20,11 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::backlog::{Backlog, Handed};
 use super::inbox::Mailbox;
 use super::index::RoomIndex;
 use super::messages::*;
+use super::replay::{self, Replay};
 use super::sequencer::{HoldLimits, Read};
 use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
 use crate::changelog::{ChangeLog, LogError};
@@ -88,9 +90,9 @@ thread_local! {
 
 struct Inner {
     id: u64,
-    /// Every shard started so far; a shard whose thread stopped is dropped on the next
-    /// publish that finds it closed.
-    shards: Mutex<Vec<Addr<RoomRegistry>>>,
+    /// Every shard started so far, each with its backlog of events from other nodes;
+    /// a shard whose thread stopped is dropped on the next publish that finds it closed.
+    shards: Mutex<Vec<Shard>>,
     index: Arc<RoomIndex>,
     changelog: ChangeLog,
     backplane: Option<Arc<Backplane>>,
@@ -109,6 +111,13 @@ impl WeakHub {
     pub(super) fn upgrade(&self) -> Option<Hub> {
         self.0.upgrade().map(|inner| Hub { inner })
     }
+}
+
+/// A shard, and the events from other nodes waiting for its mailbox.
+#[derive(Clone)]
+struct Shard {
+    addr: Addr<RoomRegistry>,
+    backlog: Arc<Backlog>,
 }
 
 /// A cheap, clonable handle to this node's rooms (and the cluster, if any).
@@ -188,7 +197,10 @@ impl Hub {
                 inner.metrics.clone(),
             )
             .start();
-            self.lock_shards().push(shard.clone());
+            self.lock_shards().push(Shard {
+                addr: shard.clone(),
+                backlog: Arc::default(),
+            });
             shards.insert(inner.id, shard.clone());
             if !inner.ticking.swap(true, Ordering::AcqRel) {
                 let weak = WeakHub(Arc::downgrade(inner));
@@ -200,13 +212,20 @@ impl Hub {
         })
     }
 
-    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Addr<RoomRegistry>>> {
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Shard>> {
         self.inner.shards.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn shards(&self) -> Vec<Addr<RoomRegistry>> {
+        self.shards_and_backlogs()
+            .into_iter()
+            .map(|s| s.addr)
+            .collect()
+    }
+
+    fn shards_and_backlogs(&self) -> Vec<Shard> {
         let mut shards = self.lock_shards();
-        shards.retain(Addr::connected);
+        shards.retain(|s| s.addr.connected());
         shards.clone()
     }
 
@@ -280,10 +299,18 @@ impl Hub {
         self.to_shards(event).await
     }
 
-    /// Delivers an event another node published.
+    /// Delivers an event another node published. Never waits: a shard whose mailbox
+    /// is full gets it through its backlog (see [`Backlog`]), so one busy shard does not
+    /// hold up this node's only subscriber, and with it every room.
     pub async fn deliver_from_cluster(&self, event: Event) -> Result<(), HubError> {
-        self.inner.metrics.published(Origin::Backplane).inc();
-        self.to_shards(event).await
+        let metrics = &self.inner.metrics;
+        metrics.published(Origin::Backplane).inc();
+        for shard in self.shards_and_backlogs() {
+            if shard.backlog.hand_over(&shard.addr, event.clone()) == Handed::Dropped {
+                metrics.hub.cluster_events_dropped.inc();
+            }
+        }
+        Ok(())
     }
 
     /// Hands `event` to every shard, waiting (briefly, repeatedly) while a mailbox is
@@ -366,17 +393,6 @@ pub struct Link {
     hub: Hub,
 }
 
-/// What a joining session missed, read from the change log.
-#[derive(Debug, Clone, Default)]
-pub struct Replay {
-    /// The room's version in the database.
-    pub head: i64,
-    /// Whether every version in the asked range is in `frames`.
-    pub complete: bool,
-    /// The missed frames, in order.
-    pub frames: Vec<super::sequencer::Versioned>,
-}
-
 impl Link {
     /// Joins `room`; answers where its stream stands on this node.
     pub async fn join(&self, room: RoomName) -> Result<Joined, JoinError> {
@@ -389,27 +405,17 @@ impl Link {
         self.shard.do_send(Leave { id: self.id, room });
     }
 
-    /// Reads the versions of `room` in (`after`, `upto`] from the change log.
+    /// Reads the versions of `room` in (`after`, `upto`] from the change log, where
+    /// `upto` is a version this node has delivered (so it is committed).
     pub async fn replay(&self, room: &RoomName, after: i64, upto: i64) -> Result<Replay, LogError> {
         let changelog = &self.hub.inner.changelog;
         let Some(stream) = changelog.stream_of(room) else {
             return Ok(Replay::default());
         };
-        let read = changelog.read(stream, Read::After(after)).await?;
-        let frames: Vec<_> = read
-            .frames
-            .iter()
-            .filter(|(v, _)| *v <= upto)
-            .cloned()
-            .collect();
-        let wanted = upto.min(read.head) - after;
-        let complete = wanted <= 0 || frames.len() as i64 == wanted;
-        Ok(Replay {
-            head: read.head,
-            complete,
-            // Part of a history is no use: the client re-fetches the whole state.
-            frames: if complete { frames } else { Vec::new() },
+        replay::assemble(after, upto, |from| {
+            changelog.read(stream.clone(), Read::After(from))
         })
+        .await
     }
 
     /// Deregisters the session.

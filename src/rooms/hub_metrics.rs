@@ -40,6 +40,9 @@ pub struct HubMetrics {
     pub revocations: IntCounter,
     /// `eventide_presence_queries_total`: `GET /api/rooms/{room}/presence` calls.
     pub presence_queries: IntCounter,
+    /// `eventide_cluster_events_dropped_total`: events from other nodes dropped because
+    /// a shard's backlog was full (versioned ones are read back from the change log).
+    pub cluster_events_dropped: IntCounter,
 }
 
 impl HubMetrics {
@@ -120,6 +123,10 @@ impl HubMetrics {
             presence_queries: counter(
                 "eventide_presence_queries_total",
                 "Presence queries answered",
+            ),
+            cluster_events_dropped: counter(
+                "eventide_cluster_events_dropped_total",
+                "Events from other nodes dropped: a shard's backlog was full",
             ),
         }
     }

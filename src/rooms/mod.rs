@@ -3,6 +3,7 @@
 //! rest of the hub uses to reach it.
 
 mod anti_entropy;
+mod backlog;
 mod frame;
 mod hub;
 mod hub_metrics;
@@ -11,15 +12,17 @@ mod index;
 mod messages;
 mod name;
 mod registry;
+mod replay;
 pub mod routes;
 pub mod sequencer;
 
 pub use anti_entropy::{read_heads, HeadsRead};
 pub use frame::{event_frame, frame_to, FrameTarget};
-pub use hub::{EmitError, Hub, HubError, Link, Replay, ShardConfig};
+pub use hub::{EmitError, Hub, HubError, Link, ShardConfig};
 pub use hub_metrics::HubMetrics;
 pub use inbox::{inbox, Inbox, InboxLimits, Mailbox, Refused};
 pub use index::{Members, RoomIndex};
 pub use messages::{Event, JoinError, Joined, RegistryStats, SessionId, SessionMsg, Target};
 pub use name::{InvalidRoomName, RoomName};
 pub use registry::RoomRegistry;
+pub use replay::Replay;

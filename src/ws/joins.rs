@@ -12,6 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use bytestring::ByteString;
 use serde_json::Value;
 
+use crate::rooms::sequencer::Epoch;
 use crate::rooms::RoomName;
 
 /// Requests that may wait behind a running join: more than a client can send in one
@@ -79,6 +80,22 @@ pub enum Step {
     },
 }
 
+/// How a join ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The frames to send after `joinedRoom`, in order.
+    pub frames: Vec<ByteString>,
+    /// The version the client has once they are sent.
+    pub version: Option<i64>,
+    /// The stream skipped versions (or moved back, under the epoch given) during the
+    /// join and resumes after this version: the replay was dropped and the client
+    /// must re-fetch (`recovered: false`).
+    pub skipped: Option<Skip>,
+}
+
+/// Where a stream resumes after a notice: the version, and the epoch if it changed.
+pub type Skip = (i64, Option<Epoch>);
+
 /// What to do with a live event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arrival {
@@ -98,6 +115,10 @@ enum Membership {
     Joining {
         held: Vec<(Option<i64>, ByteString)>,
         held_bytes: usize,
+        /// The stream skipped versions (or moved back) meanwhile and resumes after
+        /// this one: the join ends with `recovered: false` whatever its replay found.
+        /// The latest notice wins, since the shard sends them in stream order.
+        skipped: Option<Skip>,
     },
     /// The client has every version up to `version`.
     Live { version: Option<i64> },
@@ -175,6 +196,7 @@ impl Rooms {
                 let joining = Membership::Joining {
                     held: Vec::new(),
                     held_bytes: 0,
+                    skipped: None,
                 };
                 self.rooms.insert(room.clone(), joining);
                 self.busy = true;
@@ -206,7 +228,9 @@ impl Rooms {
                 }
                 (None, _) => Arrival::Send,
             },
-            Some(Membership::Joining { held, held_bytes }) => {
+            Some(Membership::Joining {
+                held, held_bytes, ..
+            }) => {
                 *held_bytes += frame.len();
                 held.push((version, frame.clone()));
                 if *held_bytes > self.max_held_bytes {
@@ -220,36 +244,55 @@ impl Rooms {
 
     /// The running join of `room` finished: the stream stands at `version` on this
     /// node, the client had `client_has` (its `since`, or what it had) and `replay`
-    /// are the versions it missed, in (`client_has`, `version`]. Answers the frames to send after `joinedRoom`, in
-    /// order, and the version the client then has.
+    /// are the versions it missed, in (`client_has`, `version`]. Answers the frames to
+    /// send after `joinedRoom`, in order, and the version the client then has; `None`
+    /// if the room was left meanwhile (a narrowed token): nothing is to be answered.
     pub fn joined(
         &mut self,
         room: &RoomName,
         version: Option<i64>,
         client_has: Option<i64>,
         replay: Vec<(i64, ByteString)>,
-    ) -> (Vec<ByteString>, Option<i64>) {
+    ) -> Option<Ended> {
         self.busy = false;
-        let held = match self.rooms.get_mut(room) {
-            Some(Membership::Joining { held, .. }) => std::mem::take(held),
-            _ => return (Vec::new(), None), // left meanwhile (a narrowed token)
+        let (held, skipped) = match self.rooms.get_mut(room) {
+            Some(Membership::Joining { held, skipped, .. }) => {
+                (std::mem::take(held), skipped.take())
+            }
+            _ => return None,
         };
-        // A client ahead of this node's stream (its `since` came from a node that saw
-        // more) gets nothing it already has.
-        let mut last = version.map(|v| client_has.map_or(v, |has| has.max(v)));
-        let mut out = Vec::with_capacity(replay.len() + held.len());
-        out.extend(replay.into_iter().map(|(_, frame)| frame));
+        let mut last = match &skipped {
+            // What was replayed has a hole after it: the client re-fetches, and the
+            // stream goes on after the skip.
+            Some((skip, _)) => Some(*skip),
+            // A client ahead of this node's stream (its `since` came from a node that
+            // saw more) gets nothing it already has.
+            None => version.map(|v| client_has.map_or(v, |has| has.max(v))),
+        };
+        let mut frames = Vec::with_capacity(replay.len() + held.len());
+        if skipped.is_none() {
+            frames.extend(replay.into_iter().map(|(_, frame)| frame));
+        }
         for (v, frame) in held {
             match (v, last) {
                 (Some(v), Some(l)) if v <= l => continue,
                 (Some(v), _) => last = Some(v),
                 _ => {}
             }
-            out.push(frame);
+            frames.push(frame);
         }
         self.rooms
             .insert(room.clone(), Membership::Live { version: last });
-        (out, last)
+        Some(Ended {
+            frames,
+            version: last,
+            skipped,
+        })
+    }
+
+    /// Whether `room` is joining still: not left meanwhile (a narrowed token).
+    pub fn is_joining(&self, room: &RoomName) -> bool {
+        matches!(self.rooms.get(room), Some(Membership::Joining { .. }))
     }
 
     /// The running join of `room` failed: the session is not in it.
@@ -258,15 +301,28 @@ impl Rooms {
         self.rooms.remove(room);
     }
 
-    /// The room's stream skipped versions: the client has `version` from now on, if
-    /// it is live in the room.
-    pub fn resync(&mut self, room: &RoomName, version: i64) -> bool {
+    /// The room's stream skipped versions and resumes after `version`. Answers whether
+    /// to tell the client now: yes if it is live in the room; a join still running
+    /// ends with `recovered: false` instead.
+    pub fn resync(&mut self, room: &RoomName, version: i64, epoch: Option<Epoch>) -> bool {
         match self.rooms.get_mut(room) {
             Some(Membership::Live { version: seen }) => {
                 *seen = Some(version);
                 true
             }
-            _ => false,
+            Some(Membership::Joining {
+                held,
+                held_bytes,
+                skipped,
+            }) => {
+                // What was held came before the notice: from before the skip, or from
+                // the stream's old epoch. The client re-fetches instead.
+                held.retain(|(v, _)| v.is_none());
+                *held_bytes = held.iter().map(|(_, f)| f.len()).sum();
+                *skipped = Some((version, epoch));
+                false
+            }
+            None => false,
         }
     }
 

@@ -57,7 +57,8 @@ async fn anti_entropy_over_50000_rooms() {
         .await
         .unwrap();
     let pool = actix_web::web::block(move || {
-        let pool = connect_and_migrate(&DatabaseTarget::parse(&url).unwrap()).unwrap();
+        let pool = connect_and_migrate(&DatabaseTarget::parse(&url).unwrap(), Duration::from_secs(60))
+            .unwrap();
         pool.get()
             .unwrap()
             .batch_execute(&format!(

@@ -25,6 +25,7 @@ mod properties;
 mod recovery;
 mod registry;
 mod rest;
+mod seams;
 mod times;
 mod toolchain;
 mod upgrade;

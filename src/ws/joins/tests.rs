@@ -80,7 +80,13 @@ fn live_events_wait_for_the_join_then_follow_the_replay_once() {
     // The registry answered "at 4" and then sent 5; 4 came again from Redis.
     assert_eq!(rooms.arrive(&r, Some(4), &frame(4)), Arrival::Held);
     assert_eq!(rooms.arrive(&r, Some(5), &frame(5)), Arrival::Held);
-    let (frames, last) = rooms.joined(&r, Some(4), Some(2), vec![(3, frame(3)), (4, frame(4))]);
+    let Ended {
+        frames,
+        version: last,
+        ..
+    } = rooms
+        .joined(&r, Some(4), Some(2), vec![(3, frame(3)), (4, frame(4))])
+        .unwrap();
     assert_eq!(frames, [frame(3), frame(4), frame(5)]);
     assert_eq!(last, Some(5));
     assert_eq!(rooms.arrive(&r, Some(5), &frame(5)), Arrival::Drop);
@@ -95,7 +101,11 @@ fn a_client_ahead_of_the_node_gets_nothing_it_has() {
     rooms.next();
     assert_eq!(rooms.arrive(&r, Some(6), &frame(6)), Arrival::Held);
     assert_eq!(rooms.arrive(&r, Some(8), &frame(8)), Arrival::Held);
-    let (frames, last) = rooms.joined(&r, Some(5), Some(7), Vec::new());
+    let Ended {
+        frames,
+        version: last,
+        ..
+    } = rooms.joined(&r, Some(5), Some(7), Vec::new()).unwrap();
     assert_eq!(frames, [frame(8)]);
     assert_eq!(last, Some(8));
 }
@@ -125,7 +135,11 @@ fn unversioned_rooms_pass_everything() {
     rooms.request(join("lobby", None)).unwrap();
     rooms.next();
     assert_eq!(rooms.arrive(&r, None, &frame(1)), Arrival::Held);
-    let (frames, last) = rooms.joined(&r, None, None, Vec::new());
+    let Ended {
+        frames,
+        version: last,
+        ..
+    } = rooms.joined(&r, None, None, Vec::new()).unwrap();
     assert_eq!((frames.len(), last), (1, None));
     assert_eq!(rooms.arrive(&r, None, &frame(2)), Arrival::Send);
     assert_eq!(rooms.arrive(&room("other"), None, &frame(2)), Arrival::Drop);
@@ -162,5 +176,73 @@ fn narrowing_removes_the_rooms_no_longer_allowed() {
     }
     let gone = rooms.retain(|r| r.as_str() == "a");
     assert_eq!(gone, vec![room("b")]);
+    assert_eq!(rooms.len(), 1);
+}
+
+#[test]
+fn versions_skipped_during_a_join_end_it_unrecovered_after_the_skip() {
+    let mut rooms = Rooms::new(10, 1 << 20);
+    let r = room("provider-1");
+    rooms.request(join("provider-1", Some(2))).unwrap();
+    rooms.next();
+    // The stream skipped to after 9 while the replay of (2, 4] was being read; 10
+    // and 11 follow the skip.
+    assert!(
+        !rooms.resync(&r, 9, None),
+        "no notice of its own for a joining socket"
+    );
+    assert_eq!(rooms.arrive(&r, Some(10), &frame(10)), Arrival::Held);
+    assert_eq!(rooms.arrive(&r, Some(11), &frame(11)), Arrival::Held);
+    let ended = rooms
+        .joined(&r, Some(4), Some(2), vec![(3, frame(3)), (4, frame(4))])
+        .unwrap();
+    assert_eq!(ended.skipped, Some((9, None)));
+    assert_eq!(
+        ended.frames,
+        [frame(10), frame(11)],
+        "the replay has a hole: dropped"
+    );
+    assert_eq!(ended.version, Some(11));
+    assert_eq!(rooms.arrive(&r, Some(12), &frame(12)), Arrival::Send);
+    // Live now: the next skip is told at once.
+    assert!(rooms.resync(&r, 20, None));
+}
+
+#[test]
+fn a_stream_that_moves_back_during_a_join_resumes_from_its_new_head() {
+    let mut rooms = Rooms::new(10, 1 << 20);
+    let r = room("provider-1");
+    rooms.request(join("provider-1", Some(2))).unwrap();
+    rooms.next();
+    // 5 and 6 of the old epoch were held; then the stream was found at 4 under a new
+    // epoch, and the new 5 follows.
+    assert_eq!(rooms.arrive(&r, Some(5), &frame(5)), Arrival::Held);
+    assert_eq!(rooms.arrive(&r, Some(6), &frame(6)), Arrival::Held);
+    assert!(!rooms.resync(&r, 4, Some("fresh".into())));
+    let new_five = ByteString::from_static("new 5");
+    assert_eq!(rooms.arrive(&r, Some(5), &new_five), Arrival::Held);
+    let ended = rooms
+        .joined(&r, Some(6), Some(2), vec![(3, frame(3)), (4, frame(4))])
+        .unwrap();
+    assert_eq!(ended.skipped, Some((4, Some("fresh".into()))));
+    assert_eq!(ended.frames, [new_five], "only what follows the new head");
+    assert_eq!(ended.version, Some(5));
+}
+
+#[test]
+fn a_join_narrowed_away_while_it_runs_answers_nothing() {
+    let mut rooms = Rooms::new(10, 1 << 20);
+    rooms.request(join("provider-1", Some(2))).unwrap();
+    rooms.request(join("b", None)).unwrap();
+    rooms.next();
+    assert_eq!(
+        rooms.retain(|r| r.as_str() == "b"),
+        vec![room("provider-1")]
+    );
+    assert_eq!(
+        rooms.joined(&room("provider-1"), Some(4), Some(2), Vec::new()),
+        None
+    );
+    assert!(matches!(rooms.next(), Some(Step::Join { room, .. }) if room.as_str() == "b"));
     assert_eq!(rooms.len(), 1);
 }

@@ -99,6 +99,16 @@ impl WsSession {
                     // A `since` of another epoch counts on another stream: nothing
                     // in this one follows from it.
                     let replay_from = replay_from.map(|from| (from, epoch));
+                    if !may_join(&self.claims, room.as_str()) {
+                        // Queued before a `refreshToken` narrowed the token.
+                        self.rooms.join_failed(&room);
+                        let error = FrameError {
+                            code: ErrorCode::Forbidden,
+                            message: format!("this token may not join {room}"),
+                        };
+                        self.send_error(reference.as_ref(), &error, ctx);
+                        continue;
+                    }
                     return self.start_join(room, since, replay_from, reference, ctx);
                 }
             }
@@ -147,6 +157,13 @@ impl WsSession {
                 frames: replay.frames,
             })
         };
+        // Whatever the registry and the database do, the join is answered by the
+        // deadline: `unavailable`, and the client retries.
+        let lookup = async move {
+            tokio::time::timeout_at(deadline.into(), lookup)
+                .await
+                .unwrap_or(Err(JoinError::Unavailable))
+        };
         ctx.spawn(lookup.into_actor(self).map(move |result, act, ctx| {
             act.finish_join(room, since, from, reference, result, ctx);
             act.run_requests(ctx);
@@ -162,6 +179,16 @@ impl WsSession {
         result: Result<JoinResult, JoinError>,
         ctx: &mut Context<Self>,
     ) {
+        if !self.rooms.is_joining(&room) {
+            // A narrowed token took the room away while it was joining: `leftRoom`
+            // went out already, and this join ends refused rather than joined.
+            self.rooms.join_failed(&room);
+            let error = FrameError {
+                code: ErrorCode::Forbidden,
+                message: format!("this token may no longer join {room}"),
+            };
+            return self.send_error(reference.as_ref(), &error, ctx);
+        }
         let mut joined = match result {
             Ok(joined) => joined,
             Err(why) => {
@@ -189,29 +216,53 @@ impl WsSession {
         // Without a complete replay the client re-fetches at `version`: a `since` it
         // sent (another epoch's, or ahead of the database) says nothing of what it has.
         let client_has = replay_from.filter(|_| joined.complete);
-        let (frames, _) = self
+        let ended = self
             .rooms
-            .joined(&room, joined.version, client_has, joined.frames);
-        let recovered = since.and(joined.version).map(|_| joined.complete);
-        // A client that already has more than this node delivered keeps its place.
-        let version = joined
-            .version
-            .map(|v| since.filter(|_| joined.complete).map_or(v, |s| s.max(v)));
+            .joined(&room, joined.version, client_has, joined.frames)
+            .expect("the room is joining, checked above");
+        // Versions skipped during the join: what was replayed has a hole after it, so
+        // the client re-fetches, and the stream goes on after the skip.
+        let resumed = ended.skipped.as_ref().map(|(version, _)| *version);
+        // A stream that moved back meanwhile goes on under its new epoch.
+        let epoch = match &ended.skipped {
+            Some((_, Some(fresh))) => Some(fresh.clone()),
+            _ => joined.epoch.clone(),
+        };
+        let recovered = since
+            .and(joined.version)
+            .map(|_| joined.complete && resumed.is_none());
+        let version = resumed.or_else(|| {
+            // A client that already has more than this node delivered keeps its place.
+            joined
+                .version
+                .map(|v| since.filter(|_| joined.complete).map_or(v, |s| s.max(v)))
+        });
         let reply = protocol::reply(
             "joinedRoom",
             reference.as_ref(),
             Joined {
                 room: room.as_str(),
                 version,
-                epoch: joined.epoch.as_deref(),
+                epoch: epoch.as_deref(),
                 recovered,
             },
         );
         // The reply, the replay and what was held go out in one write.
         self.outbox.hold();
         self.send(reply, ctx);
+        if let (Some(resumed), None) = (resumed, since) {
+            // A join without `since` has no `recovered` to carry the news: it gets
+            // the notice a live socket would.
+            let notice = Joined {
+                room: room.as_str(),
+                version: Some(resumed),
+                epoch: epoch.as_deref(),
+                recovered: Some(false),
+            };
+            self.send(protocol::reply("joinedRoom", None, notice), ctx);
+        }
         log::debug!("session {} joined {room} (from {replay_from:?})", self.id);
-        for frame in frames {
+        for frame in ended.frames {
             self.send(frame, ctx);
         }
         self.release_outbox(ctx);
@@ -248,7 +299,7 @@ impl WsSession {
         epoch: Option<Epoch>,
         ctx: &mut Context<Self>,
     ) {
-        if self.rooms.resync(&room, version) {
+        if self.rooms.resync(&room, version, epoch.clone()) {
             let joined = Joined {
                 room: room.as_str(),
                 version: Some(version),
