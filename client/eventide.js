@@ -533,7 +533,13 @@ export function connect(options) {
 
   // ---- requests -------------------------------------------------------------------
 
-  /** Sends a request now or when a socket opens; it times out `requestTimeoutMs` after this call either way. */
+  /**
+   * Sends a request now or when a socket opens; it times out `requestTimeoutMs` after this call either way.
+   * @param {string} event
+   * @param {unknown} [data]
+   * @param {{ resend?: boolean, internal?: boolean, onReply?: (data: any) => void }} [how]
+   * @returns {Promise<any>}
+   */
   function request(event, data, { resend = IDEMPOTENT.has(event), internal = false, onReply } = {}) {
     if (closing) return Promise.reject(failure ? new EventideError('failed', failure.message, failure) : new EventideError('closed', 'client is closed'));
     return new Promise((resolve, reject) => {
@@ -630,6 +636,7 @@ export function connect(options) {
       const entry = rooms.get(name);
       return entry ? roomInfo(entry) : undefined;
     },
+    /** @param {string} room @param {{ since?: number, epoch?: string }} [at] */
     join(room, { since, epoch } = {}) {
       let entry = rooms.get(room);
       if (!entry) {
