@@ -257,6 +257,8 @@ async fn the_page_and_client_are_served() {
     for (path, kind, marker) in [
         ("/", "text/html", "<html"),
         ("/eventide.js", "text/javascript", "export function connect"),
+        // Minified: the names are mangled, the exports are not.
+        ("/eventide.min.js", "text/javascript", "as connect}"),
     ] {
         let mut response = app
             .http()
