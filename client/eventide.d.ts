@@ -155,8 +155,9 @@ export interface ConnectOptions {
   /**
    * Called shortly before the token's `exp` (30 s, or half its life if shorter, never
    * sooner than 5 s from the last): the new token is sent as `refreshToken` and used
-   * for later reconnects; also called after a handshake refused with 401. Without
-   * it, close `4001` and a 401 are fatal.
+   * for later reconnects; also called after a handshake refused with 401, which is
+   * final when it throws or returns the same token. Without it, close `4001` and a
+   * 401 are final.
    */
   onTokenRefresh?: () => Promise<string>;
   /** The WebSocket implementation; default `globalThis.WebSocket`. */
@@ -222,7 +223,7 @@ export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'closed';
 export interface Failure {
   /**
    * `unauthorized`: the handshake was refused with 401 and there is no
-   * `onTokenRefresh`. `origin`: the hub refused this page's origin (403, or a
+   * `onTokenRefresh`, or it gave no new token. `origin`: the hub refused this page's origin (403, or a
    * handshake it keeps refusing while it accepts the token over HTTP).
    * `token_expired`: close `4001` without `onTokenRefresh`. `policy`: close `1008`
    * (flooding). `revoked`: close `4003`.

@@ -154,7 +154,6 @@ export function connect(options) {
   let gen = 0; // each open() and close() starts a generation; stale ones stop at their next step
   let attempt = 0; // backoff exponent; reset once a connection is stable
   let originSuspect = 0; // handshakes refused in a row while HTTP accepted the token
-  let forceRefresh = false; // a 401 with onTokenRefresh: get a new token before the next try
   let seq = 0;
   let activeToken; // token of the current connection
   let refreshedToken; // newest from onTokenRefresh or the app's refreshToken; preferred for reconnects
@@ -300,12 +299,11 @@ export function connect(options) {
   // ---- the connection -------------------------------------------------------------
 
   async function resolveToken() {
-    let token = refreshedToken && !expiresSoon(refreshedToken) && !forceRefresh ? refreshedToken
+    let token = refreshedToken && !expiresSoon(refreshedToken) ? refreshedToken
       : typeof options.token === 'function' ? await options.token() : options.token;
-    if ((forceRefresh || expiresSoon(token)) && options.onTokenRefresh) {
+    if (expiresSoon(token) && options.onTokenRefresh) {
       try {
         token = refreshedToken = await options.onTokenRefresh();
-        forceRefresh = false;
       } catch (err) {
         // Try the old token anyway: the server's clock, not ours, decides.
         emit('error', { code: 'token_refresh_failed', message: String(err?.message ?? err) });
@@ -402,9 +400,15 @@ export function connect(options) {
     const probed = status === undefined;
     if (probed) status = await probe(token);
     if (my !== gen || closing) return;
-    if (status === 401 && options.onTokenRefresh) forceRefresh = true;
-    else if (status === 401) {
-      return shutdown({ reason: 'unauthorized', status, code, message: 'the hub refused the token (HTTP 401); no onTokenRefresh to renew it' });
+    if (status === 401) {
+      // Only a new token can help: ask the hook once; without one, this is final.
+      const fresh = options.onTokenRefresh ? await options.onTokenRefresh().catch(() => undefined) : undefined;
+      if (my !== gen || closing) return;
+      if (!fresh || fresh === token) {
+        const why = options.onTokenRefresh ? 'and onTokenRefresh gave no new one' : 'no onTokenRefresh to renew it';
+        return shutdown({ reason: 'unauthorized', status, code, message: `the hub refused the token (HTTP 401); ${why}` });
+      }
+      refreshedToken = fresh;
     } else if (status === 403) {
       return shutdown({ reason: 'origin', status, code, message: 'the hub refused this origin (HTTP 403): it is not in EVENTIDE_ALLOWED_ORIGINS' });
     } else if (probed && status === 400 && ++originSuspect >= ORIGIN_SUSPECT_AFTER) {

@@ -139,7 +139,6 @@ function connect(options) {
   let gen = 0;
   let attempt = 0;
   let originSuspect = 0;
-  let forceRefresh = false;
   let seq = 0;
   let activeToken;
   let refreshedToken;
@@ -264,11 +263,10 @@ function connect(options) {
     });
   }
   async function resolveToken() {
-    let token = refreshedToken && !expiresSoon(refreshedToken) && !forceRefresh ? refreshedToken : typeof options.token === "function" ? await options.token() : options.token;
-    if ((forceRefresh || expiresSoon(token)) && options.onTokenRefresh) {
+    let token = refreshedToken && !expiresSoon(refreshedToken) ? refreshedToken : typeof options.token === "function" ? await options.token() : options.token;
+    if (expiresSoon(token) && options.onTokenRefresh) {
       try {
         token = refreshedToken = await options.onTokenRefresh();
-        forceRefresh = false;
       } catch (err) {
         emit("error", { code: "token_refresh_failed", message: String(err?.message ?? err) });
       }
@@ -356,9 +354,14 @@ function connect(options) {
     const probed = status === void 0;
     if (probed) status = await probe(token);
     if (my !== gen || closing) return;
-    if (status === 401 && options.onTokenRefresh) forceRefresh = true;
-    else if (status === 401) {
-      return shutdown({ reason: "unauthorized", status, code, message: "the hub refused the token (HTTP 401); no onTokenRefresh to renew it" });
+    if (status === 401) {
+      const fresh = options.onTokenRefresh ? await options.onTokenRefresh().catch(() => void 0) : void 0;
+      if (my !== gen || closing) return;
+      if (!fresh || fresh === token) {
+        const why = options.onTokenRefresh ? "and onTokenRefresh gave no new one" : "no onTokenRefresh to renew it";
+        return shutdown({ reason: "unauthorized", status, code, message: `the hub refused the token (HTTP 401); ${why}` });
+      }
+      refreshedToken = fresh;
     } else if (status === 403) {
       return shutdown({ reason: "origin", status, code, message: "the hub refused this origin (HTTP 403): it is not in EVENTIDE_ALLOWED_ORIGINS" });
     } else if (probed && status === 400 && ++originSuspect >= ORIGIN_SUSPECT_AFTER) {

@@ -54,7 +54,7 @@ test('90 s of refused connections, then back: live again and the missed change r
     const back = Date.now();
     await proxy.accept();
     await until(() => c.state === 'live' && seen.length === 2, 'live again, the missed change delivered', 15_000);
-    console.log(`# 90 s outage: ${closes.length} refused attempts; live ${Date.now() - back} ms after the network came back`);
+    console.log(`90 s outage: ${closes.length} refused attempts; live ${Date.now() - back} ms after the network came back`);
     assert.deepEqual(seen, [1, 2]);
     assert.deepEqual(resyncs, []);
     assert.deepEqual(c.sent('joinRoom').at(-1).data, { room: 'provider-21', since: 1 });

@@ -62,6 +62,14 @@ test('401 with onTokenRefresh gets a new token and tries again', async () => {
   assert.equal(c.failure, null);
   assert.deepEqual(FakeSocket.last.protocols, ['eventide', 'bearer.new1']);
   c.close();
+
+  // A hook that has nothing new: final.
+  const d = fakeClient({ token: 'old', onTokenRefresh: async () => { throw new Error('no new token'); } });
+  await settle();
+  FakeSocket.last.refuse(401);
+  await settle();
+  assert.equal(d.failure?.reason, 'unauthorized');
+  assert.match(d.failure.message, /onTokenRefresh gave no new one/);
 });
 
 test('without a status (a browser) the client asks /ws over HTTP why', async () => {
