@@ -223,8 +223,8 @@ export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'closed';
 export interface Failure {
   /**
    * `unauthorized`: the handshake was refused with 401 and there is no
-   * `onTokenRefresh`, or it gave no new token. `origin`: the hub refused this page's origin (403, or a
-   * handshake it keeps refusing while it accepts the token over HTTP).
+   * `onTokenRefresh`, or it gave no new token. `origin`: the hub refused this page's origin (403, or
+   * handshakes it keeps refusing for 10 s while it accepts the token over HTTP).
    * `token_expired`: close `4001` without `onTokenRefresh`. `policy`: close `1008`
    * (flooding). `revoked`: close `4003`.
    */

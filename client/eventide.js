@@ -29,7 +29,11 @@ export const DEFAULTS = Object.freeze({
 const STABLE_AFTER_MS = 5_000; // a connection open this long resets the backoff
 const REFRESH_AHEAD_MS = 30_000; // ask for a new token this long before `exp` (at most half its life)
 const REFRESH_FLOOR_MS = 5_000; // never refresh sooner than this: the hub limits frames per second
-const ORIGIN_SUSPECT_AFTER = 3; // handshakes refused while HTTP accepts the token: the origin
+// Handshakes refused while HTTP accepts the token, this many in a row over at least
+// this long: the origin (a hub draining for a restart answers HTTP for a few seconds
+// on open connections while refusing new ones, so one or two prove nothing).
+const ORIGIN_SUSPECT_AFTER = 3;
+const ORIGIN_SUSPECT_FOR_MS = 10_000;
 /** The close code the client reports when it gives up on a socket (silent, or never opened). */
 export const CLOSE_HEARTBEAT_TIMEOUT = 4000;
 
@@ -154,6 +158,7 @@ export function connect(options) {
   let gen = 0; // each open() and close() starts a generation; stale ones stop at their next step
   let attempt = 0; // backoff exponent; reset once a connection is stable
   let originSuspect = 0; // handshakes refused in a row while HTTP accepted the token
+  let originSuspectSince = 0; // when the first of them was
   let seq = 0;
   let activeToken; // token of the current connection
   let refreshedToken; // newest from onTokenRefresh or the app's refreshToken; preferred for reconnects
@@ -411,9 +416,14 @@ export function connect(options) {
       refreshedToken = fresh;
     } else if (status === 403) {
       return shutdown({ reason: 'origin', status, code, message: 'the hub refused this origin (HTTP 403): it is not in EVENTIDE_ALLOWED_ORIGINS' });
-    } else if (probed && status === 400 && ++originSuspect >= ORIGIN_SUSPECT_AFTER) {
-      return shutdown({ reason: 'origin', code, message: `the hub accepts the token over HTTP but refused ${originSuspect} WebSocket handshakes in a row: this origin is most likely not in EVENTIDE_ALLOWED_ORIGINS` });
+    } else if (probed && status === 400) {
+      if (originSuspect++ === 0) originSuspectSince = Date.now();
+      const span = Date.now() - originSuspectSince;
+      if (originSuspect >= ORIGIN_SUSPECT_AFTER && span >= ORIGIN_SUSPECT_FOR_MS) {
+        return shutdown({ reason: 'origin', code, message: `the hub accepts the token over HTTP but refused ${originSuspect} WebSocket handshakes in a row over ${Math.round(span / 1000)} s: this origin is most likely not in EVENTIDE_ALLOWED_ORIGINS` });
+      }
     }
+    if (status !== 400) originSuspect = 0;
     scheduleReconnect();
   }
 

@@ -39,6 +39,7 @@ var STABLE_AFTER_MS = 5e3;
 var REFRESH_AHEAD_MS = 3e4;
 var REFRESH_FLOOR_MS = 5e3;
 var ORIGIN_SUSPECT_AFTER = 3;
+var ORIGIN_SUSPECT_FOR_MS = 1e4;
 var CLOSE_HEARTBEAT_TIMEOUT = 4e3;
 var IDEMPOTENT = /* @__PURE__ */ new Set(["joinRoom", "leaveRoom", "ping"]);
 var REFUSED = /* @__PURE__ */ new Set(["forbidden", "too_many_rooms", "bad_request", "unauthorized", "unknown_event"]);
@@ -139,6 +140,7 @@ function connect(options) {
   let gen = 0;
   let attempt = 0;
   let originSuspect = 0;
+  let originSuspectSince = 0;
   let seq = 0;
   let activeToken;
   let refreshedToken;
@@ -364,9 +366,14 @@ function connect(options) {
       refreshedToken = fresh;
     } else if (status === 403) {
       return shutdown({ reason: "origin", status, code, message: "the hub refused this origin (HTTP 403): it is not in EVENTIDE_ALLOWED_ORIGINS" });
-    } else if (probed && status === 400 && ++originSuspect >= ORIGIN_SUSPECT_AFTER) {
-      return shutdown({ reason: "origin", code, message: `the hub accepts the token over HTTP but refused ${originSuspect} WebSocket handshakes in a row: this origin is most likely not in EVENTIDE_ALLOWED_ORIGINS` });
+    } else if (probed && status === 400) {
+      if (originSuspect++ === 0) originSuspectSince = Date.now();
+      const span = Date.now() - originSuspectSince;
+      if (originSuspect >= ORIGIN_SUSPECT_AFTER && span >= ORIGIN_SUSPECT_FOR_MS) {
+        return shutdown({ reason: "origin", code, message: `the hub accepts the token over HTTP but refused ${originSuspect} WebSocket handshakes in a row over ${Math.round(span / 1e3)} s: this origin is most likely not in EVENTIDE_ALLOWED_ORIGINS` });
+      }
     }
+    if (status !== 400) originSuspect = 0;
     scheduleReconnect();
   }
   async function probe(token) {
