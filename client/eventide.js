@@ -668,7 +668,10 @@ export function connect(options) {
       } // a room already followed keeps its own, newer, position
       const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
       if (closing) {
-        drop(entry, failure ? 'failed' : 'closed', failure ? new EventideError('failed', failure.message, failure) : new EventideError('closed', 'client is closed'));
+        // A room joined before stays for reconnect(); a new one is dropped with its join.
+        const err = failure ? new EventideError('failed', failure.message, failure) : new EventideError('closed', 'client is closed');
+        if (entry.joined) for (const w of entry.waiters.splice(0)) w.reject(err);
+        else drop(entry, failure ? 'failed' : 'closed', err);
       } else if (!entry.awaiting) {
         // Joined already: ask again, so the promise carries a fresh answer.
         entry.awaiting = true;

@@ -600,7 +600,9 @@ function connect(options) {
       }
       const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
       if (closing) {
-        drop(entry, failure ? "failed" : "closed", failure ? new EventideError("failed", failure.message, failure) : new EventideError("closed", "client is closed"));
+        const err = failure ? new EventideError("failed", failure.message, failure) : new EventideError("closed", "client is closed");
+        if (entry.joined) for (const w of entry.waiters.splice(0)) w.reject(err);
+        else drop(entry, failure ? "failed" : "closed", err);
       } else if (!entry.awaiting) {
         entry.awaiting = true;
         sendJoin(entry);

@@ -238,3 +238,21 @@ test('a resync handler that fails keeps the old stored position', async () => {
   assert.deepEqual(c.events('error').map((e) => e.code), ['resync_failed']);
   c.close();
 });
+
+test('after close(), joined rooms wait for reconnect(); a join meanwhile rejects', async () => {
+  const c = fakeClient({ maxBackoffMs: 10 });
+  await settle();
+  FakeSocket.last.open();
+  const j = c.join('r');
+  FakeSocket.last.reply('joinRoom', { room: 'r', version: 2 });
+  await j;
+  c.close();
+  await assert.rejects(c.join('r'), (err) => err.code === 'closed');
+  await assert.rejects(c.join('new'), (err) => err.code === 'closed');
+  assert.deepEqual([...c.rooms.keys()], ['r']);
+  c.reconnect();
+  await settle();
+  FakeSocket.last.open();
+  assert.deepEqual(FakeSocket.last.frames('joinRoom').map((f) => f.data), [{ room: 'r', since: 2 }]);
+  c.close();
+});
