@@ -1,6 +1,7 @@
-// Builds dist/ from eventide.js: CommonJS for require(), and the minified ES module
-// the hub serves at /eventide.min.js. Both are committed (the hub embeds the
-// minified one at compile time); test/unit/bundle.test.js fails when they are stale.
+// Builds dist/ from eventide.js and src/: one ES module file (the hub serves it at
+// /eventide.js), CommonJS for require(), and the minified ES module the hub serves at
+// /eventide.min.js. All are committed (the hub embeds them at compile time);
+// test/unit/bundle.test.js fails when they are stale.
 // `node build.mjs` writes them; `outputs()` returns them without writing.
 
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -13,8 +14,10 @@ const common = { entryPoints: [here('./eventide.js')], bundle: true, write: fals
 /** Every file of dist/, by name: its exact contents. */
 export async function outputs() {
   const cjs = await build({ ...common, format: 'cjs', platform: 'neutral' });
+  const esm = await build({ ...common, format: 'esm', platform: 'browser' });
   const min = await build({ ...common, format: 'esm', platform: 'browser', minify: true });
   return {
+    'eventide.js': esm.outputFiles[0].text,
     'eventide.cjs': cjs.outputFiles[0].text,
     'eventide.min.js': min.outputFiles[0].text,
     // The same declarations, for require() callers under TypeScript's node16+ resolution.

@@ -1,13 +1,13 @@
 //! The browser page and the JavaScript client, embedded in the binary so the hub
 //! needs no separate build step and no CDN. The client is the `client/` npm package's
-//! module itself: one source for `npm install` and for `GET /eventide.js`, and its
-//! minified build (`client/dist/`, committed and checked to match the source by the
-//! package's tests) for `GET /eventide.min.js`.
+//! module, as one file for `GET /eventide.js` and minified for `GET /eventide.min.js`
+//! (both in `client/dist/`, committed, and checked to match the source by the
+//! package's tests).
 
 use actix_web::{http::header, HttpResponse};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
-const CLIENT_JS: &str = include_str!("../client/eventide.js");
+const CLIENT_JS: &str = include_str!("../client/dist/eventide.js");
 const CLIENT_MIN_JS: &str = include_str!("../client/dist/eventide.min.js");
 
 /// `GET /`: the availability page.

@@ -26,6 +26,40 @@ __export(eventide_exports, {
   connect: () => connect
 });
 module.exports = __toCommonJS(eventide_exports);
+
+// src/positions.js
+function positions(storage, prefix) {
+  const key = (room) => `${prefix}:${room}`;
+  const read = (room) => {
+    try {
+      const value = JSON.parse(storage?.getItem(key(room)) ?? "null");
+      return typeof value?.version === "number" ? value : void 0;
+    } catch {
+      return void 0;
+    }
+  };
+  return {
+    read,
+    /** Read-merge-write: another tab further along the same epoch keeps its position, unless `force`. */
+    write(room, version, epoch, force = false) {
+      if (!storage || version === void 0) return;
+      const theirs = read(room);
+      if (!force && theirs && theirs.epoch === epoch && theirs.version >= version) return;
+      try {
+        storage.setItem(key(room), JSON.stringify(epoch === void 0 ? { version } : { version, epoch }));
+      } catch {
+      }
+    },
+    remove(room) {
+      try {
+        storage?.removeItem?.(key(room));
+      } catch {
+      }
+    }
+  };
+}
+
+// src/util.js
 var DEFAULTS = Object.freeze({
   requestTimeoutMs: 1e4,
   connectTimeoutMs: 1e4,
@@ -47,7 +81,9 @@ var LIFECYCLE = /* @__PURE__ */ new Set(["state", "room", "resync", "close", "fa
 var EventideError = class extends Error {
   constructor(code, message, data) {
     super(message);
-    Object.assign(this, { name: "EventideError", code, data });
+    this.name = "EventideError";
+    this.code = code;
+    this.data = data;
   }
 };
 function jwtClaim(token, claim) {
@@ -86,102 +122,27 @@ function fatalClose(code, reason, canRefresh) {
   return void 0;
 }
 var backoff = (opt, n) => Math.random() * Math.min(opt.maxBackoffMs, opt.minBackoffMs * 2 ** Math.min(n, 30));
-function positions(storage, prefix) {
-  const key = (room) => `${prefix}:${room}`;
-  const read = (room) => {
-    try {
-      const value = JSON.parse(storage?.getItem(key(room)) ?? "null");
-      return typeof value?.version === "number" ? value : void 0;
-    } catch {
-      return void 0;
-    }
-  };
-  return {
-    read,
-    /** Read-merge-write: another tab further along the same epoch keeps its position, unless `force`. */
-    write(room, version, epoch, force = false) {
-      if (!storage || version === void 0) return;
-      const theirs = read(room);
-      if (!force && theirs && theirs.epoch === epoch && theirs.version >= version) return;
-      try {
-        storage.setItem(key(room), JSON.stringify(epoch === void 0 ? { version } : { version, epoch }));
-      } catch {
-      }
-    },
-    remove(room) {
-      try {
-        storage?.removeItem?.(key(room));
-      } catch {
-      }
-    }
-  };
-}
-function connect(options) {
-  if (!options || options.token == null) throw new TypeError("connect: options.token is required");
-  const WS = options.WebSocket ?? globalThis.WebSocket;
-  if (typeof WS !== "function") throw new TypeError("connect: no WebSocket here; pass options.WebSocket");
-  resolveUrl(options.url);
-  const opt = { ...DEFAULTS };
-  for (const key of Object.keys(DEFAULTS)) if (options[key] != null) opt[key] = options[key];
-  const store = positions(options.storage ?? null, opt.storageKey);
-  const win = options.window ?? globalThis.window;
-  const fetchFn = options.fetch ?? globalThis.fetch;
-  const listeners = /* @__PURE__ */ new Map();
+
+// src/rooms.js
+function roomTable({ opt, store, emit, request, isOpen, onRejoined }) {
   const rooms = /* @__PURE__ */ new Map();
   const rejoining = /* @__PURE__ */ new Set();
-  const queue = [];
-  const inflight = /* @__PURE__ */ new Map();
-  let ws = null;
-  let sockOpen = false;
-  let phase = "opening";
-  let state = "connecting";
-  let closing = false;
-  let failure = null;
-  let gen = 0;
-  let attempt = 0;
-  let originSuspect = 0;
-  let originSuspectSince = 0;
-  let seq = 0;
-  let activeToken;
-  let refreshedToken;
-  let reconnectTimer, stableTimer, refreshTimer, heartbeatTimer, connectTimer;
-  function emit(event, ...args) {
-    const results = [];
-    for (const handler of [...listeners.get(event) ?? []]) {
-      try {
-        results.push(handler(...args));
-      } catch (err) {
-        console.error(`[eventide] "${event}" handler threw`, err);
-        results.push(Promise.reject(err));
-      }
-    }
-    return results;
+  function info(entry) {
+    const out = { room: entry.room, state: entry.state, version: entry.version };
+    if (entry.epoch !== void 0) out.epoch = entry.epoch;
+    if (entry.reason !== void 0) out.reason = entry.reason;
+    return out;
   }
-  const setState = (next) => state !== next && emit("state", state = next);
-  function log(dir, frame, quiet = false) {
-    if (!quiet) console.debug(dir === "in" ? "[eventide] \u21D0" : "[eventide] \u21D2", frame);
-    try {
-      options.log?.(dir, frame);
-    } catch (err) {
-      console.error("[eventide] log callback threw", err);
-    }
-  }
-  function roomInfo(entry) {
-    const info = { room: entry.room, state: entry.state, version: entry.version };
-    if (entry.epoch !== void 0) info.epoch = entry.epoch;
-    if (entry.reason !== void 0) info.reason = entry.reason;
-    return info;
-  }
-  function setRoomState(entry, next, reason) {
+  function setState(entry, next, reason) {
     if (entry.state === next && entry.reason === reason) return;
     entry.state = next;
     entry.reason = reason;
-    emit("room", roomInfo(entry));
+    emit("room", info(entry));
   }
   function settle(entry) {
     if (rooms.get(entry.room) !== entry) return;
-    if (!sockOpen || entry.awaiting) setRoomState(entry, entry.joined ? "recovering" : "joining");
-    else setRoomState(entry, entry.resyncs > 0 ? "resyncing" : "live");
+    if (!isOpen() || entry.awaiting) setState(entry, entry.joined ? "recovering" : "joining");
+    else setState(entry, entry.resyncs > 0 ? "resyncing" : "live");
   }
   function persist(entry, force = false) {
     if (entry.resyncs > 0 || entry.stale) return;
@@ -193,14 +154,14 @@ function connect(options) {
     clearTimeout(entry.retryTimer);
     doneRejoining(entry.room);
     for (const w of entry.waiters.splice(0)) w.reject(err);
-    setRoomState(entry, "left", reason);
+    setState(entry, "left", reason);
   }
   function doneRejoining(room) {
     rejoining.delete(room);
-    if (sockOpen && rejoining.size === 0) setState("live");
+    if (isOpen() && rejoining.size === 0) onRejoined();
   }
   function sendJoin(entry) {
-    if (!sockOpen || entry.sending || rooms.get(entry.room) !== entry) return;
+    if (!isOpen() || entry.sending || rooms.get(entry.room) !== entry) return;
     const since = entry.version;
     const epoch = entry.epoch;
     const data = { room: entry.room };
@@ -248,9 +209,9 @@ function connect(options) {
     if (epoch !== void 0) entry.epoch = epoch;
     entry.resyncs += 1;
     settle(entry);
-    const info = { room: entry.room, version };
-    if (entry.epoch !== void 0) info.epoch = entry.epoch;
-    Promise.allSettled(emit("resync", info)).then((outcomes) => {
+    const about = { room: entry.room, version };
+    if (entry.epoch !== void 0) about.epoch = entry.epoch;
+    Promise.allSettled(emit("resync", about)).then((outcomes) => {
       entry.resyncs -= 1;
       const failed = outcomes.find((o) => o.status === "rejected");
       if (failed) {
@@ -264,6 +225,177 @@ function connect(options) {
       settle(entry);
     });
   }
+  function versionOf(frame) {
+    if (typeof frame.room !== "string") return void 0;
+    const version = frame.event === "availabilityUpdated" ? frame.data?.version : frame.version;
+    return typeof version === "number" ? version : void 0;
+  }
+  return {
+    versions: () => new Map([...rooms].map(([room, entry]) => [room, entry.version])),
+    info: (room) => rooms.has(room) ? info(rooms.get(room)) : void 0,
+    /** A socket opened: every room is rejoined; false when there is none to wait for. */
+    opened() {
+      for (const entry of rooms.values()) rejoining.add(entry.room);
+      for (const entry of [...rooms.values()]) sendJoin(entry);
+      return rejoining.size > 0;
+    },
+    /** The socket dropped: every room waits for the next one. */
+    dropped() {
+      rejoining.clear();
+      for (const entry of rooms.values()) {
+        clearTimeout(entry.retryTimer);
+        entry.awaiting = true;
+        settle(entry);
+      }
+    },
+    /** The client stopped: rooms never joined go with `err`; joined ones wait for reconnect(). */
+    stopped(reason, err) {
+      rejoining.clear();
+      for (const entry of [...rooms.values()]) {
+        clearTimeout(entry.retryTimer);
+        entry.sending = false;
+        if (!entry.joined) drop(entry, reason, err);
+      }
+    },
+    /**
+     * Follows a room; resolves with its `joinedRoom` data.
+     * @param {string} room
+     * @param {{ since?: number, epoch?: string }} [at]
+     * @param {EventideError} [closed] the error to reject with when the client is stopped
+     */
+    join(room, { since, epoch } = {}, closed = void 0) {
+      let entry = rooms.get(room);
+      if (!entry) {
+        const stored = since == null ? store.read(room) : void 0;
+        entry = {
+          room,
+          state: void 0,
+          reason: void 0,
+          joined: false,
+          awaiting: true,
+          sending: false,
+          version: since ?? stored?.version,
+          epoch: since == null ? stored?.epoch : epoch,
+          resyncs: 0,
+          stale: false,
+          failures: 0,
+          waiters: [],
+          retryTimer: void 0
+        };
+        rooms.set(room, entry);
+        settle(entry);
+      } else if (since != null && entry.version === void 0) {
+        entry.version = since;
+        entry.epoch = epoch;
+      }
+      const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+      if (closed) {
+        if (entry.joined) for (const w of entry.waiters.splice(0)) w.reject(closed);
+        else drop(entry, closed.code, closed);
+      } else {
+        entry.awaiting = true;
+        sendJoin(entry);
+      }
+      return joined;
+    },
+    leave(room) {
+      const entry = rooms.get(room);
+      if (entry) drop(entry, "left", new EventideError("left", `left ${room} before it was joined`));
+      store.remove(room);
+    },
+    /** Frames that are not replies: the hub removing us, or saying a stream restarted. */
+    unsolicited(frame) {
+      const room = frame.data?.room;
+      if (frame.event === "leftRoom" && rooms.has(room)) {
+        const reason = frame.data.reason;
+        store.remove(room);
+        drop(rooms.get(room), reason ?? "removed", new EventideError(reason ?? "left", "the hub removed this client from the room"));
+        emit("left", { room, reason });
+      } else if (frame.event === "joinedRoom" && frame.data.recovered === false && rooms.has(room) && typeof frame.data.version === "number") {
+        resync(rooms.get(room), frame.data.version, frame.data.epoch);
+      }
+    },
+    /**
+     * Classifies a frame before it is delivered: 'drop' (seen before, or a room left),
+     * 'gap', or 'ok'; `version` is its position (undefined for unversioned frames).
+     */
+    check(frame) {
+      const version = versionOf(frame);
+      if (version === void 0) return { verdict: "ok", version };
+      const entry = rooms.get(frame.room);
+      if (!entry) return { verdict: "drop", version };
+      const last = entry.version;
+      if (last !== void 0 && version <= last) return { verdict: "drop", version };
+      entry.version = version;
+      return { verdict: last !== void 0 && version > last + 1 ? "gap" : "ok", version };
+    },
+    /** The frame was delivered: now its position may be stored, or a hole resynced. */
+    delivered(frame, { verdict, version }) {
+      const entry = rooms.get(frame.room);
+      if (!entry || version === void 0) return;
+      if (verdict === "gap") resync(entry, version);
+      else persist(entry);
+    }
+  };
+}
+
+// eventide.js
+function connect(options) {
+  if (!options || options.token == null) throw new TypeError("connect: options.token is required");
+  const WS = options.WebSocket ?? globalThis.WebSocket;
+  if (typeof WS !== "function") throw new TypeError("connect: no WebSocket here; pass options.WebSocket");
+  resolveUrl(options.url);
+  const opt = { ...DEFAULTS };
+  for (const key of Object.keys(DEFAULTS)) if (options[key] != null) opt[key] = options[key];
+  const store = positions(options.storage ?? null, opt.storageKey);
+  const win = options.window ?? globalThis.window;
+  const fetchFn = options.fetch ?? globalThis.fetch;
+  const listeners = /* @__PURE__ */ new Map();
+  const queue = [];
+  const inflight = /* @__PURE__ */ new Map();
+  let ws = null;
+  let sockOpen = false;
+  let phase = "opening";
+  let state = "connecting";
+  let closing = false;
+  let failure = null;
+  let gen = 0;
+  let attempt = 0;
+  let originSuspect = 0;
+  let originSuspectSince = 0;
+  let seq = 0;
+  let activeToken;
+  let refreshedToken;
+  let reconnectTimer, stableTimer, refreshTimer, heartbeatTimer, connectTimer;
+  function emit(event, ...args) {
+    const results = [];
+    for (const handler of [...listeners.get(event) ?? []]) {
+      try {
+        results.push(handler(...args));
+      } catch (err) {
+        console.error(`[eventide] "${event}" handler threw`, err);
+        results.push(Promise.reject(err));
+      }
+    }
+    return results;
+  }
+  const setState = (next) => state !== next && emit("state", state = next);
+  function log(dir, frame, quiet = false) {
+    if (!quiet) console.debug(dir === "in" ? "[eventide] \u21D0" : "[eventide] \u21D2", frame);
+    try {
+      options.log?.(dir, frame);
+    } catch (err) {
+      console.error("[eventide] log callback threw", err);
+    }
+  }
+  const rooms = roomTable({
+    opt,
+    store,
+    emit,
+    request: (event, data, how) => request(event, data, how),
+    isOpen: () => sockOpen,
+    onRejoined: () => setState("live")
+  });
   async function resolveToken() {
     let token = refreshedToken && !expiresSoon(refreshedToken) ? refreshedToken : typeof options.token === "function" ? await options.token() : options.token;
     if (expiresSoon(token) && options.onTokenRefresh) {
@@ -302,9 +434,7 @@ function connect(options) {
       stableTimer = setTimeout(() => attempt = 0, STABLE_AFTER_MS);
       heard();
       scheduleRefresh();
-      for (const entry of rooms.values()) rejoining.add(entry.room);
-      if (rejoining.size === 0) setState("live");
-      for (const entry of [...rooms.values()]) sendJoin(entry);
+      if (!rooms.opened()) setState("live");
       flush();
     };
     sock.onerror = (ev) => status ?? (status = handshakeStatus(ev));
@@ -325,7 +455,6 @@ function connect(options) {
     const opened = sockOpen;
     ws = null;
     sockOpen = false;
-    rejoining.clear();
     for (const timer of [stableTimer, refreshTimer, heartbeatTimer, connectTimer]) clearTimeout(timer);
     const lost = [...inflight.values()];
     inflight.clear();
@@ -337,11 +466,7 @@ function connect(options) {
         req.reject(new EventideError("disconnected", why));
       }
     }
-    for (const entry of rooms.values()) {
-      clearTimeout(entry.retryTimer);
-      entry.awaiting = true;
-      settle(entry);
-    }
+    rooms.dropped();
     emit("close", info);
     if (closing) return;
     const fatal = fatalClose(info.code, info.reason, !!options.onTokenRefresh);
@@ -409,12 +534,7 @@ function connect(options) {
     }
     queue.length = 0;
     inflight.clear();
-    rejoining.clear();
-    for (const entry of [...rooms.values()]) {
-      clearTimeout(entry.retryTimer);
-      entry.sending = false;
-      if (!entry.joined) drop(entry, why ? "failed" : "closed", err);
-    }
+    rooms.stopped(why ? "failed" : "closed", err);
     setState("closed");
     if (why) emit("failed", why);
   }
@@ -509,19 +629,6 @@ function connect(options) {
   function flush() {
     while (queue.length && sockOpen) transmit(queue.shift());
   }
-  function versionOf(frame) {
-    if (typeof frame.room !== "string") return void 0;
-    const version = frame.event === "availabilityUpdated" ? frame.data?.version : frame.version;
-    return typeof version === "number" ? version : void 0;
-  }
-  function checkVersion(frame, version) {
-    const entry = rooms.get(frame.room);
-    if (!entry) return "drop";
-    const last = entry.version;
-    if (last !== void 0 && version <= last) return "drop";
-    entry.version = version;
-    return last !== void 0 && version > last + 1 ? "gap" : "ok";
-  }
   function receive(raw) {
     heard();
     let frame;
@@ -542,21 +649,12 @@ function connect(options) {
       }
       req.onReply?.(frame.data);
       req.resolve(frame.data);
-    } else if (frame.event === "leftRoom" && rooms.has(frame.data?.room)) {
-      const entry = rooms.get(frame.data.room);
-      store.remove(entry.room);
-      drop(entry, frame.data.reason ?? "removed", new EventideError(frame.data.reason ?? "left", "the hub removed this client from the room"));
-      emit("left", { room: frame.data.room, reason: frame.data.reason });
-    } else if (frame.event === "joinedRoom" && frame.data?.recovered === false && rooms.has(frame.data.room) && typeof frame.data.version === "number") {
-      resync(rooms.get(frame.data.room), frame.data.version, frame.data.epoch);
-    }
-    const version = versionOf(frame);
-    const verdict = version === void 0 ? "ok" : checkVersion(frame, version);
-    if (verdict === "drop") return console.debug("[eventide] dropped duplicate", frame);
+    } else rooms.unsolicited(frame);
+    const position = rooms.check(frame);
+    if (position.verdict === "drop") return console.debug("[eventide] dropped duplicate", frame);
     emit("message", frame);
     if (!LIFECYCLE.has(frame.event)) emit(frame.event, frame.data, frame);
-    if (verdict === "gap") resync(rooms.get(frame.room), version);
-    else if (version !== void 0 && rooms.has(frame.room)) persist(rooms.get(frame.room));
+    rooms.delivered(frame, position);
   }
   const client = {
     get state() {
@@ -566,53 +664,18 @@ function connect(options) {
       return failure;
     },
     get rooms() {
-      return new Map([...rooms].map(([room, entry]) => [room, entry.version]));
+      return rooms.versions();
     },
     room(name) {
-      const entry = rooms.get(name);
-      return entry ? roomInfo(entry) : void 0;
+      return rooms.info(name);
     },
     /** @param {string} room @param {{ since?: number, epoch?: string }} [at] */
-    join(room, { since, epoch } = {}) {
-      let entry = rooms.get(room);
-      if (!entry) {
-        const stored = since == null ? store.read(room) : void 0;
-        entry = {
-          room,
-          state: void 0,
-          reason: void 0,
-          joined: false,
-          awaiting: true,
-          sending: false,
-          version: since ?? stored?.version,
-          epoch: since == null ? stored?.epoch : epoch,
-          resyncs: 0,
-          stale: false,
-          failures: 0,
-          waiters: [],
-          retryTimer: void 0
-        };
-        rooms.set(room, entry);
-        settle(entry);
-      } else if (since != null && entry.version === void 0) {
-        entry.version = since;
-        entry.epoch = epoch;
-      }
-      const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
-      if (closing) {
-        const err = failure ? new EventideError("failed", failure.message, failure) : new EventideError("closed", "client is closed");
-        if (entry.joined) for (const w of entry.waiters.splice(0)) w.reject(err);
-        else drop(entry, failure ? "failed" : "closed", err);
-      } else if (!entry.awaiting) {
-        entry.awaiting = true;
-        sendJoin(entry);
-      } else sendJoin(entry);
-      return joined;
+    join(room, at = {}) {
+      const closed = !closing ? void 0 : failure ? new EventideError("failed", failure.message, failure) : new EventideError("closed", "client is closed");
+      return rooms.join(room, at, closed);
     },
     leave(room) {
-      const entry = rooms.get(room);
-      if (entry) drop(entry, "left", new EventideError("left", `left ${room} before it was joined`));
-      store.remove(room);
+      rooms.leave(room);
       if (!sockOpen) return Promise.resolve({ room });
       return request("leaveRoom", { room });
     },

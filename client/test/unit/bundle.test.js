@@ -16,10 +16,11 @@ test('dist/ is up to date with eventide.js (run `npm run build`)', async () => {
   }
 });
 
-test('the CommonJS and minified builds export the same API', async () => {
+test('the one-file, CommonJS and minified builds export the same API', async () => {
   const cjs = createRequire(import.meta.url)('../../dist/eventide.cjs');
+  const esm = await import('../../dist/eventide.js');
   const min = await import('../../dist/eventide.min.js');
-  for (const build of [cjs, min]) {
+  for (const build of [esm, cjs, min]) {
     assert.deepEqual(Object.keys(build).sort(), Object.keys(source).sort());
     assert.deepEqual(build.DEFAULTS, source.DEFAULTS);
     assert.equal(build.CLOSE_HEARTBEAT_TIMEOUT, source.CLOSE_HEARTBEAT_TIMEOUT);
