@@ -1,14 +1,17 @@
 /**
  * Eventide hub client. `connect()` opens a WebSocket to the hub and keeps it open:
- * it reconnects after transient failures, rejoins every room with `since`, drops
- * updates it has already seen, notices dead connections with `ping`/`pong`, and stops
- * with a `failed` event when retrying cannot help.
+ * it retries network failures forever (full-jitter backoff, capped), rejoins every
+ * room with its position (`since`), drops updates it has already seen, notices dead
+ * connections with `ping`/`pong`, reports each room's state, and stops with a `failed`
+ * event only when the hub refuses it for good.
  *
  * @example
  * import { connect } from '@eventide/client';
- * const client = connect({ url: 'wss://hub.example/ws', token: () => getToken() });
+ * const client = connect({ url: 'wss://hub.example/ws', token: () => getToken(), storage: localStorage });
  * client.on('availabilityUpdated', (data, frame) => apply(frame.room, data));
+ * // The position is stored once the returned promise settles.
  * client.on('resync', ({ room }) => reloadSnapshot(room));
+ * client.on('room', ({ room, state, reason }) => showRoomBadge(room, state, reason));
  * client.on('failed', ({ reason, message }) => showBanner(reason, message));
  * await client.join('provider-42');
  */
@@ -44,12 +47,19 @@ export interface JoinRoomData {
   room: string;
   /** The last version seen: the hub replays every change after it. */
   since?: number;
+  /** The stream epoch `since` belongs to; another epoch answers `recovered: false`. */
+  epoch?: string;
 }
 
-/** `joinedRoom`: `version` for rooms with a version stream; `recovered` only with `since`. */
+/**
+ * `joinedRoom`: `version` (and `epoch`, an opaque string) for rooms with a version
+ * stream; `recovered` only with `since`. The hub also sends it unsolicited, without
+ * `ref` and with `recovered: false`, when a stream skipped versions or restarted.
+ */
 export interface JoinedRoomData {
   room: string;
   version?: number;
+  epoch?: string;
   recovered?: boolean;
 }
 
@@ -76,19 +86,25 @@ export interface ErrorData {
   message: string;
 }
 
-/** Hub → client frames. */
+/**
+ * The hub's own frames, a union discriminated by `event`: checking `frame.event`
+ * narrows `data`. Events services emit are {@link CustomFrame}s.
+ */
 export type ServerFrame =
   | { event: 'joinedRoom'; data: JoinedRoomData; ref?: string }
   | { event: 'leftRoom'; data: LeftRoomData; ref?: string }
   | { event: 'tokenRefreshed'; data: TokenRefreshedData; ref?: string }
   | { event: 'pong'; ref?: string }
   | { event: 'availabilityUpdated'; room: string; data: AvailabilityUpdatedData }
-  | { event: 'error'; data: ErrorData; ref?: string }
-  | CustomFrame;
+  | { event: 'error'; data: ErrorData; ref?: string };
+
+/** Any frame the hub sends: its own, or an emitted one. */
+export type AnyServerFrame = ServerFrame | CustomFrame;
 
 /**
  * An event a service emitted: to a room (`room` set; `version` set for rooms with
- * history), to one user's sockets (`user` set), or to everyone (neither).
+ * history), to one user's sockets (`user` set), or to everyone (neither). Kept out of
+ * {@link ServerFrame}, whose `event` would otherwise no longer narrow `data`.
  */
 export interface CustomFrame<T = unknown> {
   event: string;
@@ -104,7 +120,23 @@ export interface CustomFrame<T = unknown> {
 export interface StorageLike {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
+  /** Used by `leave()` to forget a room's position, when present. */
+  removeItem?(key: string): void;
 }
+
+/** What the client listens to for `online`, `offline`, `pageshow` and `visibilitychange`. */
+export interface WindowLike {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+  document?: {
+    visibilityState?: string;
+    addEventListener(type: string, listener: () => void): void;
+    removeEventListener(type: string, listener: () => void): void;
+  };
+}
+
+/** The part of `fetch` the client uses to learn why a handshake was refused. */
+export type FetchLike = (url: string, init: { headers?: Record<string, string>; mode?: 'no-cors'; cache?: 'no-store'; signal?: AbortSignal }) => Promise<{ status: number }>;
 
 /** The part of a WebSocket the client uses. */
 export interface WebSocketLike {
@@ -121,74 +153,122 @@ export interface ConnectOptions {
   /** A JWT, or a function called before every (re)connect to get one. */
   token: string | (() => string | Promise<string>);
   /**
-   * Called ~30 s before the token's `exp`: the new token is sent as `refreshToken` and
-   * used for later reconnects. Without it, close `4001` (token expired) is fatal.
+   * Called shortly before the token's `exp` (30 s, or half its life if shorter, never
+   * sooner than 5 s from the last): the new token is sent as `refreshToken` and used
+   * for later reconnects; also called after a handshake refused with 401, which is
+   * final when it throws or returns the same token. Without it, close `4001` and a
+   * 401 are final.
    */
   onTokenRefresh?: () => Promise<string>;
   /** The WebSocket implementation; default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
-  /** A request without a reply by then rejects with `timeout`. Default 10000. */
+  /**
+   * Asks `/ws` over HTTP why a handshake was refused when the WebSocket does not say
+   * (browsers never do); default `globalThis.fetch`.
+   */
+  fetch?: FetchLike;
+  /** Where `online`/`offline`/`pageshow`/`visibilitychange` come from; default `globalThis.window`. */
+  window?: WindowLike;
+  /**
+   * A request without a reply this long after it was made (queued or sent, re-sent
+   * or not) rejects with `timeout`. Default 10000.
+   */
   requestTimeoutMs?: number;
-  /** Reconnect delays are drawn from [0, min(maxBackoffMs, minBackoffMs · 2^n)). Default 500. */
+  /** A socket not open by then is dropped and retried. Default 10000. */
+  connectTimeoutMs?: number;
+  /** Retry delays are drawn from [0, min(maxBackoffMs, minBackoffMs · 2^n)). Default 500. */
   minBackoffMs?: number;
-  /** Default 15000. */
+  /** The cap of every retry delay. Default 15000. */
   maxBackoffMs?: number;
   /** Send `ping` after this long without any frame from the hub; 0 turns it off. Default 20000. */
   pingIntervalMs?: number;
   /** No frame this long after a `ping`: the socket is dropped and a new one opened. Default 10000. */
   pongTimeoutMs?: number;
   /**
-   * This many sockets in a row that never open (refused token or origin, hub
-   * unreachable) end the client with `failed` reason `handshake_failed`. Default 10;
-   * `Infinity` retries forever.
-   */
-  maxFailedHandshakes?: number;
-  /**
-   * Keeps the last version of every room here (`sessionStorage`), so a client made
-   * after a reload joins with `since`. Off by default: use it only when the app keeps
-   * its own view of the rooms across reloads too.
+   * Keeps every room's position here (`localStorage`, `sessionStorage`), one key per
+   * room, so a client made after a reload joins with `since`. Writes merge with other
+   * tabs (the furthest position of an epoch wins). Off by default: use it only when
+   * the app keeps its own view of the rooms across reloads too.
    */
   storage?: StorageLike;
-  /** The key in `storage`. Default `eventide:versions`. */
+  /** The prefix of the keys in `storage` (`<prefix>:<room>`). Default `eventide:position`. */
   storageKey?: string;
   /** Sees every frame in and out (tokens redacted), heartbeats included. */
-  log?: (dir: 'in' | 'out', frame: ClientFrame | ServerFrame | string) => void;
+  log?: (dir: 'in' | 'out', frame: ClientFrame | AnyServerFrame | string) => void;
 }
 
 /** The defaults of the tunable options. */
 export declare const DEFAULTS: Readonly<{
   requestTimeoutMs: number;
+  connectTimeoutMs: number;
   minBackoffMs: number;
   maxBackoffMs: number;
   pingIntervalMs: number;
   pongTimeoutMs: number;
-  maxFailedHandshakes: number;
   storageKey: string;
 }>;
 
-/** The `code` of the `close` event when a socket is dropped for want of a `pong`. */
+/** The `code` of the `close` event when the client drops a socket: no `pong`, or not open in time. */
 export declare const CLOSE_HEARTBEAT_TIMEOUT: 4000;
 
 // ---- events ----------------------------------------------------------------------
 
+/**
+ * `live`: a socket is open and every room known when it opened has answered its join.
+ * `reconnecting`: waiting for, or opening, another socket (or rejoining).
+ */
 export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'closed';
 
-/** Why the client stopped for good. */
+/** Why the client stopped for good: only what the hub refuses for good. */
 export interface Failure {
   /**
-   * `handshake_failed`: `maxFailedHandshakes` sockets in a row never opened (browsers
-   * cannot tell a refused token from a refused origin or a hub that is down; `status`
-   * says which when the WebSocket implementation reports it). `token_expired`: close
-   * `4001` without `onTokenRefresh`. `policy`: close `1008` (flooding). `revoked`: close `4003`.
+   * `unauthorized`: the handshake was refused with 401 and there is no
+   * `onTokenRefresh`, or it gave no new token. `origin`: the hub refused this page's origin (403, or
+   * handshakes it keeps refusing for 10 s while it accepts the token over HTTP).
+   * `token_expired`: close `4001` without `onTokenRefresh`. `policy`: close `1008`
+   * (flooding). `revoked`: close `4003`.
    */
-  reason: 'handshake_failed' | 'token_expired' | 'policy' | 'revoked';
+  reason: 'unauthorized' | 'origin' | 'token_expired' | 'policy' | 'revoked';
   message: string;
   /** The close code of the last socket (`1006` for a refused handshake). */
   code: number;
-  /** For `handshake_failed`: how many handshakes failed in a row. */
-  attempts?: number;
-  /** For `handshake_failed`: the HTTP status of the refusal, when known (401, 403, 429). */
+  /** The HTTP status of a refused handshake, when known. */
   status?: number;
+}
+
+/**
+ * What a room is doing. `joining`: the first join has not been answered.
+ * `live`: joined on the current socket, and every update so far was delivered.
+ * `recovering`: the connection dropped; the room will be (or is being) rejoined with
+ * its position. `resyncing`: the hub could not replay what was missed; the `resync`
+ * handlers run. `left`: gone, for `reason`.
+ */
+export type RoomState = 'joining' | 'live' | 'recovering' | 'resyncing' | 'left';
+
+/**
+ * Why a room was left: `left` (the app's `leave()`), a join refused for good (the
+ * hub's code: `forbidden`, `too_many_rooms`, …), the hub's `leftRoom` reason
+ * (`forbidden`, or `removed` when it gave none), `closed` or `failed`.
+ */
+export type LeftReason = 'left' | 'closed' | 'failed' | 'removed' | ErrorCode | (string & {});
+
+export interface RoomInfo {
+  room: string;
+  state: RoomState;
+  /** The position: the last version delivered to the app. */
+  version: number | undefined;
+  /** The stream epoch of `version`, when the hub sends one. */
+  epoch?: string;
+  /** Only for `left`. */
+  reason?: LeftReason;
+}
+
+/** What `resync` says. */
+export interface ResyncInfo {
+  room: string;
+  /** The stream goes on after this version. */
+  version: number;
+  epoch?: string;
 }
 
 export interface CloseInfo {
@@ -199,17 +279,24 @@ export interface CloseInfo {
 
 /** A failure that answers no request (an unsolicited `error` frame, a refused rejoin, a failed refresh). */
 export interface ClientErrorData {
-  code: ErrorCode | 'token_refresh_failed' | 'connect_failed' | (string & {});
+  code: ErrorCode | 'token_refresh_failed' | 'connect_failed' | 'resync_failed' | (string & {});
   message: string;
-  /** The room of a refused rejoin. */
+  /** The room of a join that failed (and is retried) or of a failed resync. */
   room?: string;
 }
 
 /** The client's own events. A hub event of the same name reaches only `message`. */
 export interface LifecycleEvents {
   state: (state: ConnectionState) => void;
-  /** The room's updates were not all delivered: reload its snapshot over REST. */
-  resync: (info: { room: string; version: number }) => void;
+  /** A room's state changed. */
+  room: (info: RoomInfo) => void;
+  /**
+   * The room's updates were not all delivered (`recovered: false`, a version hole,
+   * another epoch): reload its snapshot over REST. Return a promise: the room stays
+   * `resyncing`, and its position is not stored, until every handler's settles; a
+   * rejected one keeps the old stored position (a reload replays or resyncs again).
+   */
+  resync: (info: ResyncInfo) => unknown;
   /** Every socket that closes, also before a reconnect. */
   close: (info: CloseInfo) => void;
   /** The client stopped for good; `client.failure` keeps the reason. */
@@ -217,17 +304,17 @@ export interface LifecycleEvents {
   /** The hub removed this client from a room. */
   left: (info: { room: string; reason?: string }) => void;
   /** Every frame from the hub (after duplicates are dropped). */
-  message: (frame: ServerFrame) => void;
+  message: (frame: AnyServerFrame) => void;
   error: (error: ClientErrorData, frame?: ServerFrame) => void;
 }
 
 /** The hub's events, with their `data`. */
 export interface HubEvents {
   availabilityUpdated: (data: AvailabilityUpdatedData, frame: Extract<ServerFrame, { event: 'availabilityUpdated' }>) => void;
-  joinedRoom: (data: JoinedRoomData, frame: ServerFrame) => void;
-  leftRoom: (data: LeftRoomData, frame: ServerFrame) => void;
-  tokenRefreshed: (data: TokenRefreshedData, frame: ServerFrame) => void;
-  pong: (data: undefined, frame: ServerFrame) => void;
+  joinedRoom: (data: JoinedRoomData, frame: Extract<ServerFrame, { event: 'joinedRoom' }>) => void;
+  leftRoom: (data: LeftRoomData, frame: Extract<ServerFrame, { event: 'leftRoom' }>) => void;
+  tokenRefreshed: (data: TokenRefreshedData, frame: Extract<ServerFrame, { event: 'tokenRefreshed' }>) => void;
+  pong: (data: undefined, frame: Extract<ServerFrame, { event: 'pong' }>) => void;
 }
 
 export type KnownEvents = LifecycleEvents & HubEvents;
@@ -248,31 +335,46 @@ export declare class EventideError extends Error {
 }
 
 export interface JoinOptions {
-  /** Replay from this version (e.g. one the app stored); default the last seen or stored one. */
+  /**
+   * Replay from this version (e.g. one the app stored); default the stored one. A room
+   * already followed keeps its own position.
+   */
   since?: number;
+  /** The epoch of `since`. */
+  epoch?: string;
 }
 
 export interface EventideClient {
   readonly state: ConnectionState;
   /** Why the client stopped, once it has; `null` otherwise (also after `close()`). */
   readonly failure: Failure | null;
-  /** A copy of the joined rooms and the last version seen in each. */
+  /** A copy of the followed rooms and the position in each. */
   readonly rooms: Map<string, number | undefined>;
-  /** Joins a room (rejoined after every reconnect); resolves with `joinedRoom`'s data. */
+  /** A room's state and position, or undefined for a room not followed. */
+  room(room: string): RoomInfo | undefined;
+  /**
+   * Follows a room (rejoined after every reconnect); resolves with `joinedRoom`'s
+   * data. Transient failures (`timeout`, `unavailable`, a dropped socket) are retried
+   * with backoff, each reported as an `error` event with `room`; it rejects only when
+   * the hub refuses the room for good (the hub's code), on `leave()` (`left`), or when
+   * the client stops (`closed`, `failed`).
+   */
   join(room: string, options?: JoinOptions): Promise<JoinedRoomData>;
+  /** Stops following a room and forgets its stored position. */
   leave(room: string): Promise<LeftRoomData>;
   /** Round trip of a `ping`, in milliseconds. */
   ping(): Promise<number>;
   /**
    * Sends any client event; resolves with the reply's data. Only `joinRoom`,
-   * `leaveRoom`, `refreshToken` and `ping` are sent again when the connection drops
-   * before the reply; others reject with `disconnected`.
+   * `leaveRoom` and `ping` are sent again when the connection drops before the reply;
+   * others reject with `disconnected`. A `refreshToken`'s token is used for every
+   * later connection.
    */
   request<T = unknown>(event: string, data?: unknown): Promise<T>;
   /** Subscribes; returns the unsubscribe function. */
   on<K extends keyof KnownEvents>(event: K, handler: KnownEvents[K]): () => void;
   on<T = unknown>(event: string, handler: CustomHandler<T>): () => void;
-  /** After `failed` or `close()`: connects again, rejoining the rooms it knew. */
+  /** After `failed` or `close()`: connects again, rejoining the rooms it had joined. */
   reconnect(): void;
   /** Closes for good: no reconnect; pending requests reject with `closed`. */
   close(): void;

@@ -1,115 +1,73 @@
 /**
  * Eventide hub client: a dependency-free ES module over the browser's WebSocket or
- * any implementation passed as `options.WebSocket` (`ws` in Node). The hub serves this
- * file at `/eventide.js`; `eventide.d.ts` documents every option, method and event.
+ * any implementation passed as `options.WebSocket` (`ws` in Node). This file is the
+ * connection; `src/rooms.js` the rooms, `src/positions.js` their storage. The hub
+ * serves them built into one file at `/eventide.js` (minified at `/eventide.min.js`);
+ * `eventide.d.ts` documents every option, method and event.
  * - The token travels as the subprotocol `bearer.<jwt>`, never in a URL (logs keep URLs).
- * - Transient failures reconnect forever (exponential backoff, full jitter); closes a
- *   retry cannot fix (`fatalClose`, refused handshakes) stop and say why in `failed`.
- * - Rooms are rejoined with `since`; seen updates are dropped; a version hole emits `resync`.
+ * - Network failures are retried forever (full-jitter backoff, capped); only what the hub
+ *   refuses for good (401 without `onTokenRefresh`, a refused origin, 1008, 4003) stops
+ *   the client with `failed`. Browsers hide a refused handshake's status, so after one
+ *   the client asks `/ws` over plain HTTP why.
+ * - Every room has a state (joining, live, recovering, resyncing, left). A room's
+ *   position moves forward only past what was handed to the app, and is stored (per
+ *   room, merged with other tabs) only once the app's `resync` handlers have settled.
  * - Browsers hide protocol pings from pages, so a half-open socket would look alive
  *   forever; an application-level `ping` after a quiet spell exposes it.
  * @module eventide
  */
 
-/** Defaults of the tunable options (milliseconds and counts). */
-export const DEFAULTS = Object.freeze({
-  requestTimeoutMs: 10_000,
-  minBackoffMs: 500,
-  maxBackoffMs: 15_000,
-  pingIntervalMs: 20_000,
-  pongTimeoutMs: 10_000,
-  maxFailedHandshakes: 10,
-  storageKey: 'eventide:versions',
-});
-const STABLE_AFTER_MS = 5_000; // a connection open this long resets the backoff
-const REFRESH_AHEAD_MS = 30_000; // ask for a new token this long before `exp`
-const REFRESH_RETRY_MS = 5_000; // retry a failed refresh this often while the token lasts
-/** The close code the client reports when it gives up on a socket that went silent. */
-export const CLOSE_HEARTBEAT_TIMEOUT = 4000;
+import { positions } from './src/positions.js';
+import { roomTable } from './src/rooms.js';
+import {
+  CLOSE_HEARTBEAT_TIMEOUT, DEFAULTS, EventideError, IDEMPOTENT, LIFECYCLE, ORIGIN_SUSPECT_AFTER,
+  ORIGIN_SUSPECT_FOR_MS, REFRESH_FLOOR_MS, STABLE_AFTER_MS, backoff, expiresSoon, fatalClose,
+  handshakeStatus, jwtClaim, refreshDelay, resolveUrl,
+} from './src/util.js';
 
-/** Requests the hub may receive twice without harm, so they survive a reconnect. */
-const IDEMPOTENT = new Set(['joinRoom', 'leaveRoom', 'refreshToken', 'ping']);
-/** The client's own events; a hub frame with one of these names only reaches `message`. */
-const LIFECYCLE = new Set(['state', 'resync', 'close', 'failed', 'left', 'message']);
+export { CLOSE_HEARTBEAT_TIMEOUT, DEFAULTS, EventideError };
 
-/** The error a request rejects with; `code` is the hub's error code or the client's own. */
-export class EventideError extends Error {
-  constructor(code, message, data) {
-    super(message);
-    Object.assign(this, { name: 'EventideError', code, data });
-  }
-}
-
-/** Reads `exp` (seconds) from a JWT payload, unverified: only used to time refreshes. */
-function jwtExp(token) {
-  try {
-    const b64 = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const exp = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))).exp;
-    return typeof exp === 'number' ? exp : undefined;
-  } catch { return undefined; }
-}
-
-const expiresSoon = (token) => (jwtExp(token) ?? Infinity) * 1000 - Date.now() < REFRESH_AHEAD_MS;
-
-/** Resolves the URL against the page (when there is one) and maps http(s) to ws(s). */
-function socketUrl(url) {
-  const base = globalThis.location?.href;
-  if (url == null && !base) throw new TypeError('connect: options.url is required outside a browser');
-  const u = new URL(url ?? '/ws', base);
-  if (u.protocol === 'http:') u.protocol = 'ws:';
-  else if (u.protocol === 'https:') u.protocol = 'wss:';
-  return u.href;
-}
-
-/** The HTTP status of a refused handshake, when the implementation tells (`ws` does; browsers never). */
-function handshakeStatus(ev) {
-  const match = /Unexpected server response: (\d{3})/.exec(String(ev?.message ?? ev?.error?.message ?? ''));
-  return match ? Number(match[1]) : undefined;
-}
-
-/** Why a close ends the client instead of reconnecting, or undefined when it is transient. */
-function fatalClose(code, reason, canRefresh) {
-  if (code === 1008) return { reason: 'policy', message: `the hub closed the connection for policy (${reason || 'flooding'})` };
-  if (code === 4003) return { reason: 'revoked', message: 'the hub revoked this connection' };
-  if (code === 4001 && !canRefresh) return { reason: 'token_expired', message: 'the token expired; no onTokenRefresh to renew it' };
-  return undefined;
-}
-
-/** Opens a connection to the hub and keeps it open until `close()` or a fatal failure. */
+/** Opens a connection to the hub and keeps it open until `close()` or a refusal for good. */
 export function connect(options) {
   if (!options || options.token == null) throw new TypeError('connect: options.token is required');
   const WS = options.WebSocket ?? globalThis.WebSocket;
   if (typeof WS !== 'function') throw new TypeError('connect: no WebSocket here; pass options.WebSocket');
-  socketUrl(options.url); // fail fast on a malformed URL
+  resolveUrl(options.url); // fail fast on a malformed URL
   const opt = { ...DEFAULTS };
   for (const key of Object.keys(DEFAULTS)) if (options[key] != null) opt[key] = options[key];
-  const storage = options.storage ?? null;
+  const store = positions(options.storage ?? null, opt.storageKey);
+  const win = options.window ?? globalThis.window;
+  const fetchFn = options.fetch ?? globalThis.fetch;
 
   const listeners = new Map(); // event name → Set of handlers
-  const rooms = new Map(); // room → { version: number | undefined, confirmed: boolean }
-  // The persisted versions: also rooms not (yet) rejoined since a reload, so joining
-  // one room does not erase what is stored for another.
-  const stored = readStored();
-  const queue = []; // requests waiting for a live socket
+  const queue = []; // app requests waiting for an open socket
   const inflight = new Map(); // ref → request sent on the current socket
   let ws = null;
+  let sockOpen = false;
+  let phase = 'opening'; // 'opening' | 'open' | 'backoff' | 'closed'
   let state = 'connecting';
   let closing = false;
   let failure = null;
+  let gen = 0; // each open() and close() starts a generation; stale ones stop at their next step
   let attempt = 0; // backoff exponent; reset once a connection is stable
-  let failedHandshakes = 0; // consecutive sockets that never opened
+  let originSuspect = 0; // handshakes refused in a row while HTTP accepted the token
+  let originSuspectSince = 0; // when the first of them was
   let seq = 0;
   let activeToken; // token of the current connection
-  let refreshedToken; // from onTokenRefresh; preferred for reconnects while valid
-  let reconnectTimer, stableTimer, refreshTimer, heartbeatTimer;
+  let refreshedToken; // newest from onTokenRefresh or the app's refreshToken; preferred for reconnects
+  let reconnectTimer, stableTimer, refreshTimer, heartbeatTimer, connectTimer;
 
   function emit(event, ...args) {
+    const results = [];
     for (const handler of [...(listeners.get(event) ?? [])]) {
-      try { handler(...args); } catch (err) { console.error(`[eventide] "${event}" handler threw`, err); }
+      try { results.push(handler(...args)); } catch (err) {
+        console.error(`[eventide] "${event}" handler threw`, err);
+        results.push(Promise.reject(err));
+      }
     }
+    return results;
   }
 
-  const isLive = () => state === 'live' && ws !== null;
   const setState = (next) => state !== next && emit('state', (state = next));
 
   function log(dir, frame, quiet = false) {
@@ -117,25 +75,14 @@ export function connect(options) {
     try { options.log?.(dir, frame); } catch (err) { console.error('[eventide] log callback threw', err); }
   }
 
-  function readStored() {
-    try {
-      const value = JSON.parse(storage?.getItem(opt.storageKey) ?? '{}');
-      return value && typeof value === 'object' ? value : {};
-    } catch { return {}; }
-  }
+  const rooms = roomTable({
+    opt, store, emit,
+    request: (event, data, how) => request(event, data, how),
+    isOpen: () => sockOpen,
+    onRejoined: () => setState('live'),
+  });
 
-  /** Records a room's version (or forgets the room) in `storage`, when there is one. */
-  function persist(room, version) {
-    if (!storage) return;
-    if (version === undefined) delete stored[room];
-    else stored[room] = version;
-    try { storage.setItem(opt.storageKey, JSON.stringify(stored)); } catch { /* full or unavailable: memory only */ }
-  }
-
-  function setVersion(room, entry, version) {
-    entry.version = version;
-    persist(room, version);
-  }
+  // ---- the connection -------------------------------------------------------------
 
   async function resolveToken() {
     let token = refreshedToken && !expiresSoon(refreshedToken) ? refreshedToken
@@ -153,31 +100,37 @@ export function connect(options) {
   }
 
   async function open() {
-    let sock;
+    const my = ++gen;
+    clearTimeout(reconnectTimer);
+    phase = 'opening';
+    let sock, token;
     try {
-      activeToken = await resolveToken();
-      if (closing) return;
-      sock = ws = new WS(socketUrl(options.url), ['eventide', `bearer.${activeToken}`]);
+      token = await resolveToken();
+      if (my !== gen || closing) return;
+      activeToken = token;
+      sock = ws = new WS(resolveUrl(options.url), ['eventide', `bearer.${token}`]);
     } catch (err) {
+      if (my !== gen || closing) return;
       emit('error', { code: 'connect_failed', message: String(err?.message ?? err) });
       return scheduleReconnect();
     }
-    let opened = false;
     let status;
+    connectTimer = setTimeout(() => sock === ws && abandon(sock, CLOSE_HEARTBEAT_TIMEOUT, `not open within ${opt.connectTimeoutMs} ms`), opt.connectTimeoutMs);
     sock.onopen = () => {
       if (sock !== ws) return;
-      opened = true;
-      failedHandshakes = 0;
-      setState('live');
+      clearTimeout(connectTimer);
+      sockOpen = true;
+      phase = 'open';
+      originSuspect = 0;
       stableTimer = setTimeout(() => (attempt = 0), STABLE_AFTER_MS);
       heard();
       scheduleRefresh();
-      resubscribe();
+      if (!rooms.opened()) setState('live');
       flush();
     };
     sock.onerror = (ev) => (status ??= handshakeStatus(ev));
     sock.onmessage = (ev) => sock === ws && receive(ev.data);
-    sock.onclose = (ev) => sock === ws && dropped({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean }, opened, status);
+    sock.onclose = (ev) => sock === ws && dropped({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean }, status, token);
   }
 
   /** Gives up on a socket that cannot be trusted any more, without waiting for its close. */
@@ -185,44 +138,94 @@ export function connect(options) {
     const ignore = () => {};
     sock.onopen = sock.onmessage = sock.onclose = sock.onerror = ignore;
     try { typeof sock.terminate === 'function' ? sock.terminate() : sock.close(code, reason); } catch { /* closing */ }
-    dropped({ code, reason, wasClean: false }, true);
+    dropped({ code, reason, wasClean: false }, undefined, undefined, true);
   }
 
-  function dropped(info, opened, status) {
+  /** A socket ended (or never opened): fail what cannot be re-sent, then decide what next. */
+  function dropped(info, status, token, timedOut = false) {
+    const opened = sockOpen;
     ws = null;
-    for (const timer of [stableTimer, refreshTimer, heartbeatTimer]) clearTimeout(timer);
+    sockOpen = false;
+    for (const timer of [stableTimer, refreshTimer, heartbeatTimer, connectTimer]) clearTimeout(timer);
     const lost = [...inflight.values()];
     inflight.clear();
-    for (const req of lost) clearTimeout(req.timer);
-    // Internal requests (rejoin, refresh) are redone anyway; the app's are sent again
-    // only when the hub may see them twice without harm.
-    queue.unshift(...lost.filter((req) => req.resend));
-    for (const req of lost.filter((r) => !r.resend)) {
-      const why = IDEMPOTENT.has(req.event) ? 'connection closed before the reply'
-        : `connection closed before the reply to ${req.event}; not sent again, since it may already have been applied`;
-      req.reject(new EventideError('disconnected', why));
+    for (const req of lost.reverse()) {
+      if (req.resend) queue.unshift(req); // its timer keeps running
+      else {
+        clearTimeout(req.timer);
+        const why = req.internal || IDEMPOTENT.has(req.event) ? 'connection closed before the reply'
+          : `connection closed before the reply to ${req.event}; not sent again, since it may already have been applied`;
+        req.reject(new EventideError('disconnected', why));
+      }
     }
+    rooms.dropped();
     emit('close', info);
-    if (closing) return setState('closed');
-    let fatal = fatalClose(info.code, info.reason, !!options.onTokenRefresh);
-    if (!opened && ++failedHandshakes >= opt.maxFailedHandshakes) {
-      const refusal = status ? ` (HTTP ${status})` : '';
-      fatal = {
-        reason: 'handshake_failed',
-        message: `the hub refused or could not be reached for ${failedHandshakes} handshakes in a row${refusal}`,
-        attempts: failedHandshakes,
-        ...(status ? { status } : {}),
-      };
+    if (closing) return;
+    const fatal = fatalClose(info.code, info.reason, !!options.onTokenRefresh);
+    if (fatal) return shutdown({ ...fatal, code: info.code });
+    if (opened || timedOut) return scheduleReconnect();
+    refused(status, token, info.code);
+  }
+
+  /**
+   * A handshake that never opened. `ws` reports the status; browsers do not, so ask
+   * `/ws` over HTTP with the same token: it answers 401 for a bad token and 400 for a
+   * good one; a CORS refusal with the hub reachable means the origin is refused.
+   */
+  async function refused(status, token, code) {
+    const my = gen;
+    setState('reconnecting');
+    phase = 'backoff';
+    const probed = status === undefined;
+    if (probed) status = await probe(token);
+    if (my !== gen || closing) return;
+    if (status === 401) {
+      // Only a new token can help: ask the hook once; without one, this is final.
+      const fresh = options.onTokenRefresh ? await options.onTokenRefresh().catch(() => undefined) : undefined;
+      if (my !== gen || closing) return;
+      if (!fresh || fresh === token) {
+        const why = options.onTokenRefresh ? 'and onTokenRefresh gave no new one' : 'no onTokenRefresh to renew it';
+        return shutdown({ reason: 'unauthorized', status, code, message: `the hub refused the token (HTTP 401); ${why}` });
+      }
+      refreshedToken = fresh;
+    } else if (status === 403) {
+      return shutdown({ reason: 'origin', status, code, message: 'the hub refused this origin (HTTP 403): it is not in EVENTIDE_ALLOWED_ORIGINS' });
+    } else if (probed && status === 400) {
+      if (originSuspect++ === 0) originSuspectSince = Date.now();
+      const span = Date.now() - originSuspectSince;
+      if (originSuspect >= ORIGIN_SUSPECT_AFTER && span >= ORIGIN_SUSPECT_FOR_MS) {
+        return shutdown({ reason: 'origin', code, message: `the hub accepts the token over HTTP but refused ${originSuspect} WebSocket handshakes in a row over ${Math.round(span / 1000)} s: this origin is most likely not in EVENTIDE_ALLOWED_ORIGINS` });
+      }
     }
-    if (fatal) shutdown({ ...fatal, code: info.code });
-    else scheduleReconnect();
+    if (status !== 400) originSuspect = 0;
+    scheduleReconnect();
+  }
+
+  async function probe(token) {
+    if (typeof fetchFn !== 'function' || !token) return undefined;
+    const url = resolveUrl(options.url, true);
+    const abort = typeof AbortController === 'function' ? new AbortController() : undefined;
+    const timer = setTimeout(() => abort?.abort(), opt.connectTimeoutMs);
+    try {
+      const res = await fetchFn(url, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store', signal: abort?.signal });
+      return res.status;
+    } catch {
+      // Unreachable, or refused by CORS: a no-cors request reaches the hub in the second case only.
+      try {
+        await fetchFn(url, { mode: 'no-cors', cache: 'no-store', signal: abort?.signal });
+        return win?.document ? 403 : undefined;
+      } catch { return undefined; }
+    } finally { clearTimeout(timer); }
   }
 
   /** Ends the client: no reconnect, every pending request rejects. */
   function shutdown(why) {
     closing = true;
+    phase = 'closed';
+    gen += 1;
     failure = why ?? null;
-    for (const timer of [reconnectTimer, stableTimer, refreshTimer, heartbeatTimer]) clearTimeout(timer);
+    for (const timer of [reconnectTimer, stableTimer, refreshTimer, heartbeatTimer, connectTimer]) clearTimeout(timer);
+    unwatch();
     const err = why ? new EventideError('failed', why.message, why) : new EventideError('closed', 'client closed');
     for (const req of [...queue, ...inflight.values()]) {
       clearTimeout(req.timer);
@@ -230,27 +233,53 @@ export function connect(options) {
     }
     queue.length = 0;
     inflight.clear();
-    if (why) emit('failed', why);
+    rooms.stopped(why ? 'failed' : 'closed', err);
     setState('closed');
+    if (why) emit('failed', why);
   }
 
   function scheduleReconnect() {
     if (closing) return;
     setState('reconnecting');
-    const cap = Math.min(opt.maxBackoffMs, opt.minBackoffMs * 2 ** attempt);
+    phase = 'backoff';
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(open, backoff(opt, attempt));
     attempt = Math.min(attempt + 1, 30);
-    reconnectTimer = setTimeout(open, Math.random() * cap); // "full jitter"
+  }
+
+  /** The network came back or the page is shown again: try now, or check the socket now. */
+  function wake() {
+    if (closing) return;
+    if (phase === 'backoff') {
+      attempt = 0;
+      open();
+    } else if (phase === 'open') probeSocket(ws);
+  }
+  function onVisibility() {
+    if (win?.document?.visibilityState !== 'hidden') wake();
+  }
+  function watch() {
+    win?.addEventListener?.('online', wake);
+    win?.addEventListener?.('offline', wake);
+    win?.addEventListener?.('pageshow', wake);
+    win?.document?.addEventListener?.('visibilitychange', onVisibility);
+  }
+  function unwatch() {
+    win?.removeEventListener?.('online', wake);
+    win?.removeEventListener?.('offline', wake);
+    win?.removeEventListener?.('pageshow', wake);
+    win?.document?.removeEventListener?.('visibilitychange', onVisibility);
   }
 
   /** Any frame proves the connection alive; after a quiet spell, ask with `ping`. */
   function heard() {
     clearTimeout(heartbeatTimer);
-    if (opt.pingIntervalMs > 0 && ws) heartbeatTimer = setTimeout(probe, opt.pingIntervalMs);
+    if (opt.pingIntervalMs > 0 && ws) heartbeatTimer = setTimeout(() => probeSocket(ws), opt.pingIntervalMs);
   }
 
-  function probe() {
-    const sock = ws;
-    if (!sock || !isLive()) return;
+  function probeSocket(sock) {
+    if (!sock || sock !== ws || !sockOpen) return;
+    clearTimeout(heartbeatTimer);
     const frame = { event: 'ping', ref: `hb${++seq}` };
     log('out', frame, true);
     sock.send(JSON.stringify(frame));
@@ -261,117 +290,67 @@ export function connect(options) {
 
   function scheduleRefresh() {
     clearTimeout(refreshTimer);
-    const exp = jwtExp(activeToken);
-    if (!options.onTokenRefresh || exp === undefined) return;
-    const delay = Math.max(0, exp * 1000 - REFRESH_AHEAD_MS - Date.now());
+    const delay = refreshDelay(activeToken, Date.now());
+    if (!options.onTokenRefresh || delay === undefined) return;
     refreshTimer = setTimeout(refresh, Math.min(delay, 2 ** 31 - 1));
   }
 
   async function refresh() {
+    const my = gen;
     try {
       const token = await options.onTokenRefresh();
-      if (closing) return;
-      if (isLive()) await request('refreshToken', { token }, { resend: false });
-      refreshedToken = activeToken = token;
+      if (closing || my !== gen) return;
+      refreshedToken = token;
+      if (sockOpen) await request('refreshToken', { token }, { resend: false, internal: true });
+      activeToken = token;
       scheduleRefresh();
     } catch (err) {
-      if (closing || err?.code === 'disconnected') return; // the next socket schedules its own
+      if (closing || my !== gen || err?.code === 'disconnected') return; // the next socket schedules its own
       emit('error', { code: 'token_refresh_failed', message: String(err?.message ?? err) });
       // Keep trying while the current token lasts; after that the server closes 4001.
       clearTimeout(refreshTimer);
-      if ((jwtExp(activeToken) ?? 0) * 1000 > Date.now()) refreshTimer = setTimeout(refresh, REFRESH_RETRY_MS);
+      if ((jwtClaim(activeToken, 'exp') ?? 0) * 1000 > Date.now()) refreshTimer = setTimeout(refresh, REFRESH_FLOOR_MS);
     }
   }
 
-  function request(event, data, { room, resend = IDEMPOTENT.has(event), onReply } = {}) {
+  // ---- requests -------------------------------------------------------------------
+
+  /**
+   * Sends a request now or when a socket opens; it times out `requestTimeoutMs` after this call either way.
+   * @param {string} event
+   * @param {unknown} [data]
+   * @param {{ resend?: boolean, internal?: boolean, onReply?: (data: any) => void }} [how]
+   * @returns {Promise<any>}
+   */
+  function request(event, data, { resend = IDEMPOTENT.has(event), internal = false, onReply } = {}) {
     if (closing) return Promise.reject(failure ? new EventideError('failed', failure.message, failure) : new EventideError('closed', 'client is closed'));
     return new Promise((resolve, reject) => {
-      const build = typeof data === 'function' ? data : () => data;
-      const req = { event, build, room, resend, onReply, resolve, reject };
-      if (isLive()) transmit(req);
+      const req = { event, data, resend, internal, onReply, resolve, reject };
+      req.timer = setTimeout(() => {
+        const at = queue.indexOf(req);
+        if (at >= 0) queue.splice(at, 1);
+        else if (inflight.get(req.ref) === req) inflight.delete(req.ref);
+        else return;
+        reject(new EventideError('timeout', `no reply to ${event} within ${opt.requestTimeoutMs} ms`));
+      }, opt.requestTimeoutMs);
+      if (sockOpen) transmit(req);
       else queue.push(req);
     });
   }
 
   function transmit(req) {
     req.ref = `r${++seq}`;
-    const frame = { event: req.event, data: req.build(), ref: req.ref };
+    const frame = req.data === undefined ? { event: req.event, ref: req.ref } : { event: req.event, data: req.data, ref: req.ref };
     inflight.set(req.ref, req);
-    req.timer = setTimeout(() => {
-      if (inflight.get(req.ref) !== req) return;
-      inflight.delete(req.ref);
-      req.reject(new EventideError('timeout', `no reply to ${req.event} within ${opt.requestTimeoutMs} ms`));
-    }, opt.requestTimeoutMs);
     log('out', frame.event === 'refreshToken' ? { ...frame, data: { token: '[redacted]' } } : frame, frame.event === 'ping');
     ws.send(JSON.stringify(frame));
   }
 
   function flush() {
-    while (queue.length && isLive()) transmit(queue.shift());
+    while (queue.length && sockOpen) transmit(queue.shift());
   }
 
-  /** Sends `joinRoom`, with `since` = the last version seen when there is one. */
-  function joinRequest(room, resend) {
-    let since;
-    const build = () => {
-      since = rooms.get(room)?.version;
-      return since === undefined ? { room } : { room, since };
-    };
-    return request('joinRoom', build, { room, resend, onReply: (data) => onJoined(room, since, data) });
-  }
-
-  function onJoined(room, since, data) {
-    const entry = rooms.get(room);
-    if (!entry) return; // left while the join was in flight
-    entry.confirmed = true;
-    const version = data?.version;
-    if (typeof version !== 'number') return; // rooms without a version stream
-    if (since === undefined) {
-      setVersion(room, entry, Math.max(entry.version ?? version, version));
-    } else if (data.recovered === false || version < since) {
-      // History no longer reaches back to `since` (or the stream restarted): the
-      // replay is incomplete, so the app must reload the snapshot.
-      setVersion(room, entry, version);
-      emit('resync', { room, version });
-    } // else: the replay that follows brings entry.version up to date
-  }
-
-  /** After a reconnect: rejoin every room, unless a queued join/leave for it is about to go. */
-  function resubscribe() {
-    for (const room of rooms.keys()) {
-      if (queue.some((req) => req.room === room)) continue;
-      joinRequest(room, false).catch((err) => {
-        if (['disconnected', 'closed', 'failed'].includes(err.code)) return;
-        if (err.code !== 'timeout') forget(room); // refused: forget it, tell the app
-        emit('error', { code: err.code, message: err.message, room });
-      });
-    }
-  }
-
-  function forget(room) {
-    rooms.delete(room);
-    persist(room, undefined);
-  }
-
-  /** A room event's position in its room's stream, or undefined for unversioned events. */
-  function versionOf(frame) {
-    if (typeof frame.room !== 'string') return undefined;
-    const version = frame.event === 'availabilityUpdated' ? frame.data?.version : frame.version;
-    return typeof version === 'number' ? version : undefined;
-  }
-
-  /** Classifies a room event: 'drop' (seen before, or a room left), 'gap', or 'ok'. */
-  function checkVersion(frame) {
-    const version = versionOf(frame);
-    if (version === undefined) return 'ok';
-    const entry = rooms.get(frame.room);
-    if (!entry) return 'drop'; // a straggler from a room we left
-    const last = entry.version;
-    if (last !== undefined && version <= last) return 'drop';
-    setVersion(frame.room, entry, version);
-    // Versions rise by exactly 1; a hole means something was missed.
-    return last !== undefined && version > last + 1 ? 'gap' : 'ok';
-  }
+  // ---- frames ---------------------------------------------------------------------
 
   function receive(raw) {
     heard();
@@ -393,36 +372,30 @@ export function connect(options) {
       }
       req.onReply?.(frame.data); // synchronously, before any later frame is handled
       req.resolve(frame.data);
-    } else if (frame.event === 'leftRoom' && rooms.has(frame.data?.room)) {
-      // The hub removed us (e.g. a refreshed token may no longer join the room).
-      forget(frame.data.room);
-      emit('left', { room: frame.data.room, reason: frame.data.reason });
-    }
-    const verdict = checkVersion(frame);
-    if (verdict === 'drop') return console.debug('[eventide] dropped duplicate', frame);
+    } else rooms.unsolicited(frame);
+    const position = rooms.check(frame);
+    if (position.verdict === 'drop') return console.debug('[eventide] dropped duplicate', frame);
     emit('message', frame);
     if (!LIFECYCLE.has(frame.event)) emit(frame.event, frame.data, frame);
-    if (verdict === 'gap') emit('resync', { room: frame.room, version: versionOf(frame) });
+    rooms.delivered(frame, position);
   }
 
   const client = {
     get state() { return state; },
     get failure() { return failure; },
-    get rooms() { return new Map([...rooms].map(([room, entry]) => [room, entry.version])); },
-    join(room, { since } = {}) {
-      if (!rooms.has(room)) rooms.set(room, { version: undefined, confirmed: false });
-      const entry = rooms.get(room);
-      if (since != null) entry.version = since;
-      else if (entry.version === undefined && typeof stored[room] === 'number') entry.version = stored[room];
-      return joinRequest(room, true).catch((err) => {
-        // A join that never succeeded is forgotten, so reconnects do not retry it.
-        if (rooms.get(room) === entry && !entry.confirmed) forget(room);
-        throw err;
-      });
+    get rooms() { return rooms.versions(); },
+    room(name) { return rooms.info(name); },
+    /** @param {string} room @param {{ since?: number, epoch?: string }} [at] */
+    join(room, at = {}) {
+      const closed = !closing ? undefined
+        : failure ? new EventideError('failed', failure.message, failure) : new EventideError('closed', 'client is closed');
+      return rooms.join(room, at, closed);
     },
     leave(room) {
-      forget(room);
-      return request('leaveRoom', { room }, { room });
+      rooms.leave(room);
+      // A closed socket holds no membership, and the next one will not join the room.
+      if (!sockOpen) return Promise.resolve({ room });
+      return request('leaveRoom', { room });
     },
     async ping() {
       const started = Date.now();
@@ -430,6 +403,11 @@ export function connect(options) {
       return Date.now() - started;
     },
     request(event, data) {
+      if (event === 'refreshToken' && typeof data?.token === 'string') {
+        // Newest first: later reconnects use it, and it is never re-sent over a newer one.
+        refreshedToken = data.token;
+        return request(event, data, { resend: false });
+      }
       return request(event, data);
     },
     on(event, handler) {
@@ -441,22 +419,25 @@ export function connect(options) {
       if (!closing) return;
       closing = false;
       failure = null;
-      attempt = failedHandshakes = 0;
+      attempt = originSuspect = 0;
       setState('connecting');
+      watch();
       open();
     },
     close() {
       if (closing) return;
       const sock = ws;
       ws = null; // detached at once, so a reconnect() right after cannot meet its close
+      sockOpen = false;
       shutdown();
       if (!sock) return;
-      sock.onmessage = () => {};
+      sock.onopen = sock.onmessage = sock.onerror = () => {};
       sock.onclose = (ev) => emit('close', { code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
-      sock.close(1000, 'client closed');
+      try { sock.close(1000, 'client closed'); } catch { /* not open yet */ }
     },
   };
 
+  watch();
   open();
   return client;
 }

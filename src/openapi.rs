@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::page::index,
         crate::page::client_js,
+        crate::page::client_min_js,
         crate::ws::websocket,
         crate::health::healthz,
         crate::health::readyz,

@@ -9,7 +9,7 @@ const client = connect({
   WebSocket,
   requestTimeoutMs: 5_000,
   pingIntervalMs: 15_000,
-  maxFailedHandshakes: 5,
+  maxBackoffMs: 10_000,
 });
 
 const slots = new Map<number, AvailabilityUpdatedData['slot']>();
@@ -18,7 +18,8 @@ client.on('availabilityUpdated', (data, frame) => {
   else slots.set(data.slot.id, data.slot);
   console.log(frame.room, data.version, data.slot.status);
 });
-client.on('resync', ({ room, version }) => console.log(`reload ${room} at ${version}`));
+client.on('resync', async ({ room, version }) => console.log(`reload ${room} at ${version}`));
+client.on('room', ({ room, state, reason }) => console.log(room, state, reason ?? ''));
 client.on('left', ({ room, reason }) => console.log(`removed from ${room}: ${reason ?? 'left'}`));
 client.on('failed', (failure: Failure) => console.error(failure.reason, failure.status ?? '', failure.message));
 client.on('state', (state) => console.log('connection', state));

@@ -177,9 +177,12 @@ function serverFrameFilter(drop) {
 
 /**
  * A TCP proxy in front of the hub. `cut()` closes every open connection; `down` makes
- * it close new connections at once; `blackhole()` keeps every open connection but
- * forwards nothing more either way, like a peer that vanished without a FIN;
- * `dropFromHub(pred)` silently loses the hub's text frames `pred` selects.
+ * it close new connections at once; `refuse()` stops listening, so connecting is
+ * refused (RST) as with a network that is gone, until `accept()`; `reset()` resets
+ * every open connection; `blackhole()` keeps every open connection but forwards
+ * nothing more either way, like a peer that vanished without a FIN;
+ * `dropFromHub(pred)` silently loses the hub's text frames `pred` selects on
+ * connections made from then on.
  */
 export async function startProxy(targetPort) {
   const pairs = new Set();
@@ -203,6 +206,7 @@ export async function startProxy(targetPort) {
     }
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
   const proxy = {
     down: false,
     accepted: 0,
@@ -210,7 +214,7 @@ export async function startProxy(targetPort) {
     dropFromHub(pred) {
       proxy.drop = pred;
     },
-    url: `ws://127.0.0.1:${server.address().port}/ws`,
+    url: `ws://127.0.0.1:${port}/ws`,
     connections: () => pairs.size,
     cut() {
       for (const { downstream, upstream } of pairs) {
@@ -222,9 +226,32 @@ export async function startProxy(targetPort) {
     blackhole() {
       for (const pair of pairs) pair.dead = true;
     },
+    reset() {
+      for (const { downstream, upstream } of pairs) {
+        downstream.resetAndDestroy();
+        upstream.destroy();
+      }
+      pairs.clear();
+    },
+    async refuse() {
+      if (!server.listening) return;
+      const closed = new Promise((resolve) => server.close(resolve));
+      proxy.reset();
+      await closed;
+    },
+    async accept() {
+      if (server.listening) return;
+      await new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    },
     async close() {
       proxy.cut();
-      await new Promise((resolve) => server.close(resolve));
+      if (server.listening) await new Promise((resolve) => server.close(resolve));
     },
   };
   return proxy;

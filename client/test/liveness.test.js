@@ -80,9 +80,9 @@ test('without the heartbeat a black-holed request times out after requestTimeout
     await c.join('lobby');
     proxy.blackhole();
     const started = Date.now();
-    await assert.rejects(c.join('other'), (err) => {
+    await assert.rejects(c.request('shout', { text: 'anyone?' }), (err) => {
       assert.equal(err.code, 'timeout');
-      assert.match(err.message, /no reply to joinRoom within 300 ms/);
+      assert.match(err.message, /no reply to shout within 300 ms/);
       return true;
     });
     const elapsed = Date.now() - started;

@@ -32,6 +32,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new(Method::GET, "/", || web::to(page::index)),
         Endpoint::new(Method::GET, "/eventide.js", || web::to(page::client_js)),
+        Endpoint::new(Method::GET, "/eventide.min.js", || {
+            web::to(page::client_min_js)
+        }),
         Endpoint::new(Method::GET, "/ws", || web::to(ws::websocket)),
         Endpoint::new(Method::GET, "/healthz", || web::to(health::healthz)),
         Endpoint::new(Method::GET, "/readyz", || web::to(health::readyz)),

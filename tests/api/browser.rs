@@ -390,3 +390,92 @@ async fn the_page_says_why_the_hub_refused_it() {
         page.exceptions
     );
 }
+
+#[actix_web::test]
+#[ignore = "needs Chromium (EVENTIDE_TEST_CHROMIUM or chromium on PATH)"]
+async fn the_page_is_back_as_soon_as_the_network_returns() {
+    let exe = cdp::find_chromium().unwrap_or_else(|reason| panic!("{reason}"));
+    let (app, port) = page_hub().await;
+    create(&app, 9 * 60, "available", "Before").await;
+    let browser = Browser::launch(&exe).await;
+    let mut page = browser.new_page().await;
+    // Every retry is drawn from [0, 10 min): only the return of the network can bring
+    // the page back within the wait below (with a chance of 1 in 40 that it would
+    // anyway, so the test cannot fail for a slow retry, only pass for one).
+    let url = format!(
+        "{}/?token={}&provider={PROVIDER}&autoconnect=1&minBackoffMs=600000&maxBackoffMs=600000",
+        app.address,
+        provider(PROVIDER)
+    );
+    page.call("Page.navigate", json!({ "url": url }))
+        .await
+        .expect("Page.navigate");
+    wait_until(
+        &mut page,
+        &browser,
+        WAIT,
+        "the page to connect and load its snapshot",
+        "document.querySelector('#state')?.dataset.state === 'live' && window.eventide?.version !== null",
+    )
+    .await;
+    page_matches_rest(&app, &mut page, &browser, WAIT, "snapshot").await;
+
+    // The browser goes offline, and the hub restarts meanwhile: the page's socket
+    // is gone and its next retry is minutes away.
+    let network = |offline: bool| json!({"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+    page.call("Network.enable", json!({}))
+        .await
+        .expect("Network.enable");
+    page.call("Network.emulateNetworkConditions", network(true))
+        .await
+        .expect("offline");
+    wait_until(
+        &mut page,
+        &browser,
+        WAIT,
+        "the page to see the browser offline",
+        "navigator.onLine === false",
+    )
+    .await;
+    app.shutdown.clone().run().await;
+    wait_until(
+        &mut page,
+        &browser,
+        WAIT,
+        "the page to lose its socket",
+        "document.querySelector('#state').dataset.state === 'reconnecting'",
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} still busy");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = TestApp::builder().same_data_as(&app).spawn().await;
+    create(&app, 10 * 60, "booked", "Made while the page was offline").await;
+
+    // The network returns: the page connects at once and replays what it missed.
+    page.call("Network.emulateNetworkConditions", network(false))
+        .await
+        .expect("online");
+    let list = page_matches_rest(
+        &app,
+        &mut page,
+        &browser,
+        WAIT,
+        "after the network returned",
+    )
+    .await;
+    assert_eq!(list["version"], 2);
+    assert_eq!(
+        log_lines(&mut page, "out", "\"since\":1").await,
+        1,
+        "rejoined with since"
+    );
+    assert_eq!(log_lines(&mut page, "sys", "resync").await, 0);
+    assert!(
+        page.exceptions.is_empty(),
+        "uncaught: {:?}",
+        page.exceptions
+    );
+}

@@ -61,6 +61,7 @@ async fn every_operation_documents_the_statuses_it_answers() {
     let expected: &[(&str, &str, &[u16])] = &[
         ("GET", "/", &[200]),
         ("GET", "/eventide.js", &[200]),
+        ("GET", "/eventide.min.js", &[200]),
         ("GET", "/ws", &[101, 400, 401, 403, 429]),
         ("GET", "/healthz", &[200]),
         ("GET", "/readyz", &[200, 503]),
@@ -274,6 +275,15 @@ async fn real_responses_fit_the_documented_schemas() {
         &doc,
         ("GET", "/eventide.js"),
         "/eventide.js",
+        None,
+        None,
+    )
+    .await;
+    check(
+        &app,
+        &doc,
+        ("GET", "/eventide.min.js"),
+        "/eventide.min.js",
         None,
         None,
     )

@@ -256,7 +256,13 @@ async fn the_page_and_client_are_served() {
     let app = TestApp::builder().spawn().await;
     for (path, kind, marker) in [
         ("/", "text/html", "<html"),
-        ("/eventide.js", "text/javascript", "export function connect"),
+        (
+            "/eventide.js",
+            "text/javascript",
+            "function connect(options)",
+        ),
+        // Minified: the names are mangled, the exports are not.
+        ("/eventide.min.js", "text/javascript", "as connect}"),
     ] {
         let mut response = app
             .http()
