@@ -104,6 +104,10 @@ pub struct Sequencer {
     /// A change-log read (or an epoch replacement) is in flight; no second one starts
     /// meanwhile.
     reading: bool,
+    /// `delivered` and `known` when the read in flight was asked for. Versions keep
+    /// arriving while it runs, so its head is compared with what was committed when
+    /// it started, never with what was delivered since.
+    asked: (i64, i64),
     limits: HoldLimits,
 }
 
@@ -119,6 +123,7 @@ impl Sequencer {
             suspect: false,
             stale: false,
             reading: false,
+            asked: (0, 0),
             limits,
         }
     }
@@ -205,6 +210,7 @@ impl Sequencer {
         }
         self.reading = true;
         self.suspect = false;
+        self.asked = (self.delivered.unwrap_or(0), self.known);
         Some(match self.delivered {
             None => Read::Head,
             Some(delivered) => Read::After(delivered),
@@ -264,19 +270,27 @@ impl Sequencer {
                 return self.restart(result.head, result.epoch);
             }
         }
-        if result.head < delivered {
-            // Moved back under the same epoch: the caller replaces it first.
+        let (delivered_when_asked, known_when_asked) = self.asked;
+        if result.head < delivered_when_asked {
+            // Below what was delivered (so committed) before the read began: moved
+            // back under the same epoch. The caller replaces the epoch first.
             self.stale = true;
             self.known = result.head;
             self.clear_held();
             return Delivery::default();
         }
-        if result.head < self.known {
-            // Versions announced beyond the head are not in the database (they were
-            // lost with a failover): forget them rather than wait for them forever.
-            self.known = result.head;
+        if result.head < known_when_asked {
+            // Versions announced before the read began are not in the database (they
+            // were lost with a failover): forget them rather than wait for them
+            // forever. What arrived since is kept.
             let beyond = self.held.split_off(&(result.head + 1));
-            self.held_bytes -= beyond.values().map(|f| f.len()).sum::<usize>();
+            let (lost, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = beyond
+                .into_iter()
+                .partition(|(v, _)| *v <= known_when_asked);
+            self.held_bytes -= lost.values().map(|f| f.len()).sum::<usize>();
+            self.held.extend(kept);
+            let newest_held = self.held.last_key_value().map_or(0, |(v, _)| *v);
+            self.known = result.head.max(delivered).max(newest_held);
         }
         self.known = self.known.max(result.head);
         self.fill(result)

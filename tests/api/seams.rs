@@ -69,7 +69,7 @@ async fn a_reconnect_storm_of_vanishing_joins_leaves_recovery_working() {
         let joined = socket.join("provider-81", Some(since)).await;
         assert_eq!(
             joined["data"],
-            json!({"room": "provider-81", "version": 130, "recovered": true})
+            json!({"room": "provider-81", "version": 130, "epoch": joined["data"]["epoch"], "recovered": true})
         );
         for version in since + 1..=130 {
             assert_eq!(socket.recv().await["data"]["version"], version);
@@ -193,7 +193,7 @@ async fn a_locked_change_log_answers_joins_unavailable_by_the_deadline_then_reco
     let joined = join_answer(&mut socket, "provider-71", 1).await.unwrap();
     assert_eq!(
         joined["data"],
-        json!({"room": "provider-71", "version": 3, "recovered": true}),
+        json!({"room": "provider-71", "version": 3, "epoch": joined["data"]["epoch"], "recovered": true}),
         "{joined}"
     );
     for version in 2..=3 {
@@ -268,7 +268,7 @@ async fn a_replay_longer_than_one_read_is_recovered_whole() {
     let joined = socket.join("long-1", Some(0)).await;
     assert_eq!(
         joined["data"],
-        json!({"room": "long-1", "version": events, "recovered": true})
+        json!({"room": "long-1", "version": events, "epoch": joined["data"]["epoch"], "recovered": true})
     );
     for version in 1..=events {
         assert_eq!(socket.recv().await["version"], version);

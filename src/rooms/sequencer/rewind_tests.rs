@@ -144,3 +144,36 @@ fn a_failed_replacement_is_asked_again() {
     // Arrivals meanwhile are not delivered against the old position.
     assert_eq!(seq.offer(6, frame(6)), Delivery::default());
 }
+
+#[test]
+fn a_read_overtaken_by_live_versions_is_no_rewind() {
+    let mut seq = started_at(5, "e1");
+    seq.offer(7, frame(7));
+    let read = seq.next_read().unwrap();
+    assert_eq!(read, Read::After(5));
+    // While the read of (5, 7] runs, 6 to 9 arrive and go out.
+    assert_eq!(versions(&seq.offer(6, frame(6))), vec![6, 7]);
+    assert_eq!(versions(&seq.offer(8, frame(8))), vec![8]);
+    seq.offer(10, frame(10));
+    assert_eq!(versions(&seq.offer(9, frame(9))), vec![9, 10]);
+    // The read answers with the head it saw when it ran: below what is delivered now.
+    let mut result = at(7, "e1");
+    result.frames = vec![(6, frame(6)), (7, frame(7))];
+    assert_eq!(seq.read_done(read, result), Delivery::default());
+    assert!(!seq.moving_back(), "the stream did not move back");
+    assert_eq!(seq.delivered(), Some(10));
+    assert_eq!(versions(&seq.offer(11, frame(11))), vec![11]);
+}
+
+#[test]
+fn versions_that_arrive_during_a_read_are_kept_whatever_its_head() {
+    let mut seq = started_at(5, "e1");
+    seq.offer(7, frame(7));
+    let read = seq.next_read().unwrap();
+    // 9 arrives during the read; the read finds the database at 5: 7 was lost, but 9
+    // was announced after the read began, so it may well exist.
+    seq.offer(9, frame(9));
+    assert_eq!(seq.read_done(read, at(5, "e1")), Delivery::default());
+    assert_eq!(seq.held(), 1);
+    assert!(seq.has_gap(), "the gap before 9 is read next");
+}
