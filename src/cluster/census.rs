@@ -15,9 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
-
+use super::link::{Connection, RedisLink};
 use crate::rooms::{Members, RoomIndex, RoomName};
 use crate::ws::ConnectionCounter;
 
@@ -54,10 +52,11 @@ impl Presence {
 
 /// One node's census writer and reader.
 pub struct Census {
-    client: redis::Client,
+    link: RedisLink,
+    /// On a Redis Cluster a hash tag: every census key is in one slot.
     prefix: String,
     node_id: u64,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: Mutex<Option<Connection>>,
     /// The other nodes alive at the last heartbeat.
     peers: Mutex<Vec<u64>>,
 }
@@ -70,10 +69,10 @@ fn now_ms() -> i64 {
 }
 
 impl Census {
-    /// A census of node `node_id` on `client`.
-    pub fn new(client: redis::Client, prefix: &str, node_id: u64) -> Self {
+    /// A census of node `node_id` on `link`, with keys named `{prefix}…`.
+    pub fn new(link: RedisLink, prefix: &str, node_id: u64) -> Self {
         Census {
-            client,
+            link,
             prefix: prefix.to_owned(),
             node_id,
             connection: Mutex::new(None),
@@ -93,7 +92,7 @@ impl Census {
         format!("{}node:{node}:rooms", self.prefix)
     }
 
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> redis::RedisResult<Connection> {
         if let Some(conn) = self
             .connection
             .lock()
@@ -102,13 +101,7 @@ impl Census {
         {
             return Ok(conn);
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = self.link.connect().await?;
         *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
