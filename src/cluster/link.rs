@@ -51,7 +51,7 @@ enum Target {
     Single(redis::Client),
     Cluster {
         /// For commands (RESP2, no pushes).
-        commands: ClusterClient,
+        commands: Box<ClusterClient>,
         seeds: Vec<String>,
     },
 }
@@ -83,7 +83,7 @@ impl RedisLink {
         })?;
         Ok(RedisLink {
             target: Target::Cluster {
-                commands,
+                commands: Box::new(commands),
                 seeds: seeds.to_vec(),
             },
             prefix: prefix.to_owned(),
@@ -198,13 +198,13 @@ impl RedisLink {
                         Ok(conn) => conn?,
                         Err(_) => return Err(no_answer()),
                     };
-                Ok(Subscription::Cluster {
+                Ok(Subscription::Cluster(Box::new(ClusterSubscription {
                     conn,
                     pushes,
                     overflowed,
                     channels: HashSet::new(),
                     link: self.clone(),
-                })
+                })))
             }
         }
     }
@@ -294,17 +294,20 @@ pub enum Subscription {
         sink: PubSubSink,
         stream: PubSubStream,
     },
-    Cluster {
-        conn: ClusterConnection,
-        /// Bounded: past [`PUSHES_QUEUED`] pushes `overflowed` is set and the
-        /// subscription counts as lost.
-        pushes: mpsc::Receiver<PushInfo>,
-        overflowed: Arc<AtomicBool>,
-        /// The shard channels subscribed to: the server dropping one of them (its slot
-        /// moved to another master) loses the subscription.
-        channels: HashSet<Vec<u8>>,
-        link: RedisLink,
-    },
+    Cluster(Box<ClusterSubscription>),
+}
+
+/// A subscription to shard channels, one connection per master.
+pub struct ClusterSubscription {
+    conn: ClusterConnection,
+    /// Bounded: past [`PUSHES_QUEUED`] pushes `overflowed` is set and the subscription
+    /// counts as lost.
+    pushes: mpsc::Receiver<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+    /// The shard channels subscribed to: the server dropping one of them (its slot
+    /// moved to another master) loses the subscription.
+    channels: HashSet<Vec<u8>>,
+    link: RedisLink,
 }
 
 impl Subscription {
@@ -317,14 +320,10 @@ impl Subscription {
                 }
                 Ok(())
             }
-            Subscription::Cluster {
-                conn,
-                channels: subscribed,
-                link,
-                ..
-            } => {
-                subscribed.extend(channels.iter().map(|c| c.as_bytes().to_vec()));
-                by_slot(link, conn, channels, true).await
+            Subscription::Cluster(cluster) => {
+                let added = channels.iter().map(|c| c.as_bytes().to_vec());
+                cluster.channels.extend(added);
+                by_slot(&cluster.link, &cluster.conn, channels, true).await
             }
         }
     }
@@ -338,16 +337,11 @@ impl Subscription {
                 }
                 Ok(())
             }
-            Subscription::Cluster {
-                conn,
-                channels: subscribed,
-                link,
-                ..
-            } => {
+            Subscription::Cluster(cluster) => {
                 for channel in channels {
-                    subscribed.remove(channel.as_bytes());
+                    cluster.channels.remove(channel.as_bytes());
                 }
-                by_slot(link, conn, channels, false).await
+                by_slot(&cluster.link, &cluster.conn, channels, false).await
             }
         }
     }
@@ -356,14 +350,9 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Msg> {
         match self {
             Subscription::Single { stream, .. } => stream.next().await,
-            Subscription::Cluster {
-                pushes,
-                overflowed,
-                channels,
-                ..
-            } => loop {
-                let push = pushes.recv().await?;
-                if overflowed.load(Ordering::Relaxed) {
+            Subscription::Cluster(cluster) => loop {
+                let push = cluster.pushes.recv().await?;
+                if cluster.overflowed.load(Ordering::Relaxed) {
                     log::warn!("the Redis Cluster subscription fell behind");
                     return None;
                 }
@@ -378,7 +367,7 @@ impl Subscription {
                             Some(Value::BulkString(c)) => c.as_slice(),
                             _ => &[],
                         };
-                        if channels.contains(channel) {
+                        if cluster.channels.contains(channel) {
                             log::warn!("a Redis Cluster master gave up a channel's slot");
                             return None;
                         }
