@@ -252,6 +252,50 @@ async fn a_master_killed_while_changes_stream_loses_nothing_and_delivery_resumes
 
 #[actix_web::test]
 #[ignore = "needs redis-server and PostgreSQL"]
+async fn a_manual_failover_moves_a_slot_and_events_keep_flowing_through_redis() {
+    let redis = RedisCluster::start(3, 1);
+    // Only Redis may carry the changes across nodes here: anti-entropy is a minute away.
+    let (a, b) = two_nodes(&redis, |s| s.delivery.anti_entropy_ms = 60_000).await;
+    let rooms = providers_on_every_shard(&redis);
+    let ids: Vec<i64> = rooms.iter().map(|(id, _)| *id).collect();
+    let (moved_room, old_master) = (format!("provider-{}", rooms[0].0), rooms[0].1);
+    let mut sockets = subscribers(&a, &b, &ids).await;
+    wait_for_subscribers(&redis, &moved_room).await;
+    write_rounds(&a, &b, &ids, 0, 3, Duration::ZERO).await;
+
+    // The replica takes over its master's slots, the old master becomes its replica.
+    let replica = redis
+        .replica_of(old_master)
+        .expect("every master has a replica");
+    assert_eq!(redis.cli(replica, &["CLUSTER", "FAILOVER"]), "OK");
+    let slot = redis.keyslot(&channel(&moved_room));
+    let deadline = Instant::now() + CONVERGE;
+    while redis.master_of(slot) != Some(replica) {
+        assert!(Instant::now() < deadline, "the replica never took over");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.wait_until_ok();
+
+    write_rounds(&a, &b, &ids, 3, 6, Duration::ZERO).await;
+    let note = json!({"event": "note", "data": 4});
+    let path = format!("/api/rooms/{moved_room}/events");
+    assert_eq!(b.post(&path, &service(), &note).await.0, 202);
+    let deadline = Instant::now() + CONVERGE;
+    for socket in &mut sockets {
+        let mut others = assert_versions(socket, &ids, 6, deadline).await;
+        if others.is_empty() {
+            others.push(socket.recv().await);
+        }
+        assert_eq!(
+            others,
+            [json!({"event": "note", "room": moved_room, "data": 4})]
+        );
+        socket.assert_silent(Duration::from_millis(300)).await;
+    }
+}
+
+#[actix_web::test]
+#[ignore = "needs redis-server and PostgreSQL"]
 async fn presence_and_the_per_subject_limit_hold_across_nodes() {
     let redis = RedisCluster::start(3, 0);
     let (a, b) = two_nodes(&redis, |s| s.limits.max_connections_per_sub = 3).await;

@@ -159,6 +159,32 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The port of a replica of the master on `port`.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let nodes = self.cli(self.live_ports()[0], &["CLUSTER", "NODES"]);
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let port_of = |fields: &Vec<&str>| -> Option<u16> {
+            fields
+                .get(1)?
+                .split('@')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        };
+        let master = lines.iter().find(|f| port_of(f) == Some(port))?[0];
+        lines
+            .iter()
+            .find(|f| {
+                f.get(2).is_some_and(|flags| flags.contains("slave")) && f.get(3) == Some(&master)
+            })
+            .and_then(port_of)
+    }
+
     /// The sharded channels `port` serves subscribers of (`PUBSUB SHARDCHANNELS`).
     pub fn shard_channels(&self, port: u16) -> Vec<String> {
         self.cli(port, &["PUBSUB", "SHARDCHANNELS"])
