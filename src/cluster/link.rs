@@ -9,29 +9,20 @@
 //! cluster bus. The census keys share one hash tag on a cluster, so a pipeline of them
 //! stays on one slot.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{AsyncConnectionConfig, Cmd, Msg, Pipeline, PushInfo, PushKind, RedisFuture, Value};
-use tokio::sync::mpsc;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
+pub use super::subscription::Subscription;
 use crate::rooms::RoomName;
 
 /// How long one Redis round trip may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Channels named in one SUBSCRIBE or UNSUBSCRIBE.
-const CHANNELS_PER_COMMAND: usize = 512;
-/// Messages a cluster subscription holds for the subscriber; past it the subscription
-/// counts as lost (the subscriber starts over and reads what it missed from the log).
-const PUSHES_QUEUED: usize = 16_384;
 
 /// A Redis URL that is not one.
 #[derive(Debug)]
@@ -173,38 +164,9 @@ impl RedisLink {
     /// A new subscription with no channel yet.
     pub async fn subscribe(&self) -> redis::RedisResult<Subscription> {
         match &self.target {
-            Target::Single(client) => {
-                let (sink, stream) = client.get_async_pubsub().await?.split();
-                Ok(Subscription::Single { sink, stream })
-            }
+            Target::Single(client) => Subscription::single(client).await,
             Target::Cluster { seeds, .. } => {
-                let (tx, pushes) = mpsc::channel(PUSHES_QUEUED);
-                let overflowed = Arc::new(AtomicBool::new(false));
-                let full = overflowed.clone();
-                let sender = move |push: PushInfo| {
-                    if tx.try_send(push).is_err() {
-                        full.store(true, Ordering::Relaxed);
-                    }
-                    Ok::<(), ()>(())
-                };
-                let client = cluster_builder(seeds)
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(sender)
-                    .build()?;
-                let conn =
-                    match tokio::time::timeout(REDIS_TIMEOUT * 3, client.get_async_connection())
-                        .await
-                    {
-                        Ok(conn) => conn?,
-                        Err(_) => return Err(no_answer()),
-                    };
-                Ok(Subscription::Cluster(Box::new(ClusterSubscription {
-                    conn,
-                    pushes,
-                    overflowed,
-                    channels: HashSet::new(),
-                    link: self.clone(),
-                })))
+                Subscription::cluster(self.clone(), cluster_builder(seeds)).await
             }
         }
     }
@@ -237,7 +199,7 @@ pub fn slot(channel: &str) -> Slot {
     Slot::for_key(channel)
 }
 
-fn no_answer() -> redis::RedisError {
+pub(super) fn no_answer() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "the Redis Cluster did not answer",
@@ -285,125 +247,6 @@ impl ConnectionLike for Connection {
             Connection::Cluster(c) => c.get_db(),
         }
     }
-}
-
-/// A node's subscription to its channels. When [`Subscription::next`] says it is lost,
-/// it is dropped and a new one is made: what was published meanwhile is in the log.
-pub enum Subscription {
-    Single {
-        sink: PubSubSink,
-        stream: PubSubStream,
-    },
-    Cluster(Box<ClusterSubscription>),
-}
-
-/// A subscription to shard channels, one connection per master.
-pub struct ClusterSubscription {
-    conn: ClusterConnection,
-    /// Bounded: past [`PUSHES_QUEUED`] pushes `overflowed` is set and the subscription
-    /// counts as lost.
-    pushes: mpsc::Receiver<PushInfo>,
-    overflowed: Arc<AtomicBool>,
-    /// The shard channels subscribed to: the server dropping one of them (its slot
-    /// moved to another master) loses the subscription.
-    channels: HashSet<Vec<u8>>,
-    link: RedisLink,
-}
-
-impl Subscription {
-    /// Subscribes to `channels`.
-    pub async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
-        match self {
-            Subscription::Single { sink, .. } => {
-                for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-                    sink.subscribe(chunk).await?;
-                }
-                Ok(())
-            }
-            Subscription::Cluster(cluster) => {
-                let added = channels.iter().map(|c| c.as_bytes().to_vec());
-                cluster.channels.extend(added);
-                by_slot(&cluster.link, &cluster.conn, channels, true).await
-            }
-        }
-    }
-
-    /// Unsubscribes from `channels`.
-    pub async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
-        match self {
-            Subscription::Single { sink, .. } => {
-                for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-                    sink.unsubscribe(chunk).await?;
-                }
-                Ok(())
-            }
-            Subscription::Cluster(cluster) => {
-                for channel in channels {
-                    cluster.channels.remove(channel.as_bytes());
-                }
-                by_slot(&cluster.link, &cluster.conn, channels, false).await
-            }
-        }
-    }
-
-    /// The next message; `None` once the subscription is lost.
-    pub async fn next(&mut self) -> Option<Msg> {
-        match self {
-            Subscription::Single { stream, .. } => stream.next().await,
-            Subscription::Cluster(cluster) => loop {
-                let push = cluster.pushes.recv().await?;
-                if cluster.overflowed.load(Ordering::Relaxed) {
-                    log::warn!("the Redis Cluster subscription fell behind");
-                    return None;
-                }
-                match push.kind {
-                    PushKind::SMessage | PushKind::Message => return Msg::from_push_info(push),
-                    PushKind::Disconnection => {
-                        log::warn!("a Redis Cluster node closed its connection");
-                        return None;
-                    }
-                    PushKind::SUnsubscribe => {
-                        let channel = match push.data.first() {
-                            Some(Value::BulkString(c)) => c.as_slice(),
-                            _ => &[],
-                        };
-                        if cluster.channels.contains(channel) {
-                            log::warn!("a Redis Cluster master gave up a channel's slot");
-                            return None;
-                        }
-                    }
-                    _ => {}
-                }
-            },
-        }
-    }
-}
-
-/// (Un)subscribes a cluster connection to `channels`, one SSUBSCRIBE per slot, all
-/// slots at once.
-async fn by_slot(
-    link: &RedisLink,
-    conn: &ClusterConnection,
-    channels: &[String],
-    subscribe: bool,
-) -> redis::RedisResult<()> {
-    let groups = link.groups(channels.iter().map(String::as_str));
-    try_join_all(groups.into_iter().map(|group| {
-        let mut conn = conn.clone();
-        let names: Vec<&str> = group.iter().map(|i| channels[*i].as_str()).collect();
-        async move {
-            for chunk in names.chunks(CHANNELS_PER_COMMAND) {
-                if subscribe {
-                    conn.ssubscribe(chunk).await?;
-                } else {
-                    conn.sunsubscribe(chunk).await?;
-                }
-            }
-            Ok::<_, redis::RedisError>(())
-        }
-    }))
-    .await
-    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod envelope;
 mod link;
 mod relay;
 mod subscriber;
+mod subscription;
 
 pub use backplane::{Backplane, BackplaneError, RedisTarget};
 pub use census::{Census, Presence};
