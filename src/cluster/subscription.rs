@@ -134,26 +134,33 @@ impl Subscription {
                     log::warn!("the Redis Cluster subscription fell behind");
                     return None;
                 }
-                match push.kind {
-                    PushKind::SMessage | PushKind::Message => return Msg::from_push_info(push),
-                    PushKind::Disconnection => {
-                        log::warn!("a Redis Cluster node closed its connection");
-                        return None;
-                    }
-                    PushKind::SUnsubscribe => {
-                        let channel = match push.data.first() {
-                            Some(Value::BulkString(c)) => c.as_slice(),
-                            _ => &[],
-                        };
-                        if cluster.channels.contains(channel) {
-                            log::warn!("a Redis Cluster master gave up a channel's slot");
-                            return None;
-                        }
-                    }
-                    _ => {}
+                if let Some(why) = lost_by(&push, &cluster.channels) {
+                    log::warn!("lost the Redis Cluster subscription: {why}");
+                    return None;
+                }
+                // Messages; confirmations and anything else are not for the subscriber.
+                if let Some(message) = Msg::from_push_info(push) {
+                    return Some(message);
                 }
             },
         }
+    }
+}
+
+/// Why `push` loses a subscription to `channels`, if it does: a connection to a node
+/// closed, or a master gave up the slot of a channel still subscribed to (it moved to
+/// another master). The confirmation of an UNSUBSCRIBE of ours names a channel that is
+/// no longer in `channels`.
+fn lost_by(push: &PushInfo, channels: &HashSet<Vec<u8>>) -> Option<&'static str> {
+    match push.kind {
+        PushKind::Disconnection => Some("a node closed its connection"),
+        PushKind::SUnsubscribe => match push.data.first() {
+            Some(Value::BulkString(channel)) if channels.contains(channel) => {
+                Some("a master gave up a channel's slot")
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -182,4 +189,42 @@ async fn by_slot(
     }))
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(kind: PushKind, channel: &str) -> PushInfo {
+        PushInfo {
+            kind,
+            data: vec![
+                Value::BulkString(channel.as_bytes().to_vec()),
+                Value::Int(1),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_or_a_slot_given_up_loses_the_subscription() {
+        let channels: HashSet<Vec<u8>> = [b"eventide:room:a".to_vec()].into();
+        let closed = PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        };
+        assert!(lost_by(&closed, &channels).is_some());
+        let given_up = push(PushKind::SUnsubscribe, "eventide:room:a");
+        assert!(lost_by(&given_up, &channels).is_some());
+    }
+
+    #[test]
+    fn messages_confirmations_and_our_own_unsubscribes_do_not() {
+        let channels: HashSet<Vec<u8>> = [b"eventide:room:a".to_vec()].into();
+        for kind in [PushKind::SMessage, PushKind::SSubscribe, PushKind::Message] {
+            assert_eq!(lost_by(&push(kind, "eventide:room:a"), &channels), None);
+        }
+        // Left already: the confirmation of our own SUNSUBSCRIBE.
+        let ours = push(PushKind::SUnsubscribe, "eventide:room:b");
+        assert_eq!(lost_by(&ours, &channels), None);
+    }
 }
