@@ -135,6 +135,12 @@ pub struct Settings {
     #[arg(long, env = "EVENTIDE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Comma-separated seed nodes of a Redis Cluster (`redis://host:port,…`): the node
+    /// joins a cluster through it, rooms on sharded pub/sub. Instead of
+    /// `EVENTIDE_REDIS_URL`.
+    #[arg(long, env = "EVENTIDE_REDIS_CLUSTER_URLS", value_delimiter = ',')]
+    pub redis_cluster_urls: Vec<String>,
+
     /// Prefix of the cluster's Redis keys and channel; nodes of one cluster share it.
     #[arg(long, env = "EVENTIDE_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
@@ -321,6 +327,7 @@ impl Settings {
                 .collect(),
             metrics_loopback_open: DEFAULT_METRICS_LOOPBACK_OPEN,
             redis_url: None,
+            redis_cluster_urls: Vec::new(),
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             limits: Limits::default(),
             delivery: Delivery::default(),
@@ -376,6 +383,13 @@ impl Settings {
         if self.jwt_secret.as_deref() == Some("") {
             return Err("EVENTIDE_JWT_SECRET: must not be empty".into());
         }
+        if self.redis_url.is_some() && !self.redis_seeds().is_empty() {
+            return Err(
+                "EVENTIDE_REDIS_URL and EVENTIDE_REDIS_CLUSTER_URLS: set one or the other \
+                 (one Redis, or the seed nodes of a Redis Cluster)"
+                    .into(),
+            );
+        }
         if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
             return Err(format!(
                 "EVENTIDE_ALLOWED_ORIGINS: invalid origin {bad:?} (expected scheme://host[:port], \
@@ -383,6 +397,22 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The Redis Cluster seed nodes that are set (an empty variable means none).
+    pub fn redis_seeds(&self) -> Vec<String> {
+        self.redis_cluster_urls
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Whether this node joins a cluster through Redis (one Redis or a Redis Cluster).
+    pub fn clustered(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_seeds().is_empty()
     }
 }
 

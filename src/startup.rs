@@ -14,7 +14,7 @@ use actix_web::{dev::Server, middleware::from_fn, web, App};
 use crate::auth::{self, Revocations, TokenVerifier};
 use crate::availability::AvailabilityStore;
 use crate::changelog::ChangeLog;
-use crate::cluster::Backplane;
+use crate::cluster::{Backplane, RedisTarget};
 use crate::config::Settings;
 use crate::db::{self, DatabaseTarget, DbPool};
 use crate::health::{DatabaseProbe, ReadinessCheck};
@@ -53,8 +53,7 @@ impl Application {
             .map_err(|e| StartupError(e.to_string()))?;
         // One set of metrics per hub, never a global: tests run many hubs in one process.
         let metrics = Arc::new(
-            Metrics::new(settings.redis_url.is_some())
-                .with_loopback_open(settings.metrics_loopback_open),
+            Metrics::new(settings.clustered()).with_loopback_open(settings.metrics_loopback_open),
         );
         let verifier = TokenVerifier::load(&settings, &target, &metrics)
             .await
@@ -78,9 +77,9 @@ impl Application {
                 .map_err(|e| StartupError(e.to_string()))?
         };
         // Only the cluster census reads which subjects' counts changed.
-        let connections = match settings.redis_url {
-            Some(_) => ConnectionCounter::recording_changes(),
-            None => ConnectionCounter::default(),
+        let connections = match settings.clustered() {
+            true => ConnectionCounter::recording_changes(),
+            false => ConnectionCounter::default(),
         };
         let links = Links {
             pool: pool.clone(),
@@ -180,7 +179,8 @@ struct Links {
     connections: ConnectionCounter,
 }
 
-/// Creates this node's [`Hub`] and, when `EVENTIDE_REDIS_URL` is set, starts the Redis
+/// Creates this node's [`Hub`] and, when `EVENTIDE_REDIS_URL` or
+/// `EVENTIDE_REDIS_CLUSTER_URLS` is set, starts the Redis
 /// backplane that connects it to the other nodes (waiting for the first subscription,
 /// so a node that starts with Redis up hears its peers at once). The only place the
 /// hub and the backplane are wired together.
@@ -190,16 +190,23 @@ async fn start_hub(
     links: Links,
     metrics: Arc<Metrics>,
 ) -> Result<Hub, StartupError> {
-    let backplane = match &settings.redis_url {
-        Some(url) => Some(
-            Backplane::new(url, &settings.redis_prefix).map_err(|e| StartupError(e.to_string()))?,
+    let seeds = settings.redis_seeds();
+    let redis = match &settings.redis_url {
+        Some(url) => Some(RedisTarget::Single(url)),
+        None if !seeds.is_empty() => Some(RedisTarget::Cluster(&seeds)),
+        None => None,
+    };
+    let backplane = match redis {
+        Some(redis) => Some(
+            Backplane::new(redis, &settings.redis_prefix)
+                .map_err(|e| StartupError(e.to_string()))?,
         ),
         None => None,
     };
     if backplane.is_some() && target.sqlite_path().is_some() {
         log::warn!(
-            "EVENTIDE_REDIS_URL is set with a SQLite database: a cluster's nodes must share \
-             one PostgreSQL database (DATABASE_URL=postgres://…)"
+            "Redis is set with a SQLite database: a cluster's nodes must share one \
+             PostgreSQL database (DATABASE_URL=postgres://…)"
         );
     }
     let delivery = &settings.delivery;

@@ -1,5 +1,6 @@
-//! The backplane: this node's link to the cluster's Redis — the relay that publishes,
-//! the subscriber that listens, and what readiness asks of them.
+//! The backplane: this node's part in the cluster — the relay that publishes, the
+//! subscriber that listens and the census, all on one [`RedisLink`], and what readiness
+//! asks of them.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -9,29 +10,28 @@ use std::time::Duration;
 
 use super::census::Census;
 use super::envelope::{encode, Envelope, Message};
-use super::relay::{Relay, REDIS_TIMEOUT};
-use super::subscriber;
+use super::link::{LinkError, RedisLink};
+use super::relay::Relay;
+use super::subscriber::{self, Listener};
 use crate::auth::Revocations;
 use crate::metrics::Metrics;
-use crate::rooms::{Event, Hub, RoomName, Target};
+use crate::rooms::{Event, Hub, Target};
 use crate::ws::ConnectionCounter;
 
 /// The Redis URL is not one.
-#[derive(Debug)]
-pub struct BackplaneError(String);
+pub type BackplaneError = LinkError;
 
-impl std::fmt::Display for BackplaneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Where the cluster's Redis is.
+pub enum RedisTarget<'a> {
+    /// One Redis (`EVENTIDE_REDIS_URL`).
+    Single(&'a str),
+    /// A Redis Cluster, by its seed nodes (`EVENTIDE_REDIS_CLUSTER_URLS`).
+    Cluster(&'a [String]),
 }
-
-impl std::error::Error for BackplaneError {}
 
 /// One node's link to the cluster's Redis.
 pub struct Backplane {
-    client: redis::Client,
-    prefix: String,
+    link: RedisLink,
     /// This process's random id: receivers drop their own node's messages.
     node_id: u64,
     /// Counts this node's messages, so receivers can drop repeats. Held while a
@@ -40,42 +40,25 @@ pub struct Backplane {
     relay: OnceLock<Relay>,
     census: Arc<Census>,
     /// Whether the subscriber is connected now.
-    pub(super) subscribed: AtomicBool,
+    subscribed: Arc<AtomicBool>,
 }
 
 impl Backplane {
-    /// A backplane on `url`, with channels named `{prefix}…`.
-    pub fn new(url: &str, prefix: &str) -> Result<Arc<Self>, BackplaneError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| BackplaneError(format!("EVENTIDE_REDIS_URL: invalid Redis URL: {e}")))?;
+    /// A backplane on `target`, with channels and keys named `{prefix}…`.
+    pub fn new(target: RedisTarget<'_>, prefix: &str) -> Result<Arc<Self>, BackplaneError> {
+        let link = match target {
+            RedisTarget::Single(url) => RedisLink::single(url, prefix)?,
+            RedisTarget::Cluster(seeds) => RedisLink::cluster(seeds, prefix)?,
+        };
         let node_id = RandomState::new().build_hasher().finish();
         Ok(Arc::new(Backplane {
-            census: Arc::new(Census::new(client.clone(), prefix, node_id)),
-            client,
-            prefix: prefix.to_owned(),
+            census: Arc::new(Census::new(link.clone(), &link.census_prefix(), node_id)),
+            link,
             node_id,
             seq: Mutex::new(0),
             relay: OnceLock::new(),
-            subscribed: AtomicBool::new(false),
+            subscribed: Arc::new(AtomicBool::new(false)),
         }))
-    }
-
-    pub(super) fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    pub(super) fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
-    /// The channel of one room's events.
-    pub(super) fn room_channel(&self, room: &RoomName) -> String {
-        format!("{}room:{}", self.prefix, room.as_str())
-    }
-
-    /// The channel of broadcasts and user events, which every node listens to.
-    pub(super) fn all_channel(&self) -> String {
-        format!("{}all", self.prefix)
     }
 
     /// What the other nodes say about their sockets.
@@ -98,17 +81,22 @@ impl Backplane {
         sockets: ConnectionCounter,
         metrics: Arc<Metrics>,
     ) {
-        let _ = self.relay.set(Relay::start(self.client.clone(), metrics));
+        let _ = self.relay.set(Relay::start(self.link.clone(), metrics));
         actix_web::rt::spawn(self.census.clone().run(hub.index().clone(), sockets));
-        let first = subscriber::subscribe(self, &hub).await;
-        actix_web::rt::spawn(subscriber::run(self.clone(), hub, revocations, first));
+        let listener = Listener {
+            link: self.link.clone(),
+            node_id: self.node_id,
+            subscribed: self.subscribed.clone(),
+        };
+        let first = subscriber::subscribe(&listener, &hub).await;
+        actix_web::rt::spawn(subscriber::run(listener, hub, revocations, first));
     }
 
     /// Queues an event of this node for the other nodes. Never waits.
     pub fn publish(&self, event: &Event) {
         let channel = match &event.target {
-            Target::Room(room) => self.room_channel(room),
-            Target::All | Target::User(_) => self.all_channel(),
+            Target::Room(room) => self.link.room_channel(room),
+            Target::All | Target::User(_) => self.link.all_channel(),
         };
         self.send(channel, Message::Event(event.clone()));
     }
@@ -120,7 +108,7 @@ impl Backplane {
             sub: Arc::from(sub),
             revoked_before,
         };
-        self.send(self.all_channel(), message);
+        self.send(self.link.all_channel(), message);
     }
 
     fn send(&self, channel: String, message: Message) {
@@ -147,15 +135,6 @@ impl Backplane {
 
     /// Checks that Redis answers. Blocking: call it from the blocking pool.
     pub fn ping_blocking(&self) -> Result<(), String> {
-        let mut conn = self
-            .client
-            .get_connection_with_timeout(REDIS_TIMEOUT)
-            .map_err(|e| format!("cannot connect to Redis: {e}"))?;
-        let _ = conn.set_read_timeout(Some(REDIS_TIMEOUT));
-        let _ = conn.set_write_timeout(Some(REDIS_TIMEOUT));
-        redis::cmd("PING")
-            .query::<String>(&mut conn)
-            .map(|_| ())
-            .map_err(|e| format!("Redis did not answer PING: {e}"))
+        self.link.ping_blocking()
     }
 }

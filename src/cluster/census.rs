@@ -24,10 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
-
 use self::pending::{Outcome, Pending, Plan};
+use super::link::{Connection, RedisLink};
 use crate::rooms::{Members, RoomIndex, RoomName};
 use crate::ws::ConnectionCounter;
 
@@ -74,11 +72,12 @@ impl Presence {
 
 /// One node's census writer and reader.
 pub struct Census {
-    client: redis::Client,
+    link: RedisLink,
+    /// On a Redis Cluster a hash tag: every census key is in one slot.
     prefix: String,
     node_id: u64,
     /// The connection in use, with its number (see `connections_made`).
-    connection: Mutex<Option<(MultiplexedConnection, u64)>>,
+    connection: Mutex<Option<(Connection, u64)>>,
     /// Connections made so far: a flush over a new one rewrites the node's state
     /// next, since what Redis holds behind a reconnect is unknown.
     connections_made: AtomicU64,
@@ -94,10 +93,10 @@ fn now_ms() -> i64 {
 }
 
 impl Census {
-    /// A census of node `node_id` on `client`.
-    pub fn new(client: redis::Client, prefix: &str, node_id: u64) -> Self {
+    /// A census of node `node_id` on `link`, with keys named `{prefix}…`.
+    pub fn new(link: RedisLink, prefix: &str, node_id: u64) -> Self {
         Census {
-            client,
+            link,
             prefix: prefix.to_owned(),
             node_id,
             connection: Mutex::new(None),
@@ -119,7 +118,7 @@ impl Census {
     }
 
     /// The connection in use, or a new one; with its number.
-    async fn connection(&self) -> redis::RedisResult<(MultiplexedConnection, u64)> {
+    async fn connection(&self) -> redis::RedisResult<(Connection, u64)> {
         if let Some(conn) = self
             .connection
             .lock()
@@ -128,13 +127,7 @@ impl Census {
         {
             return Ok(conn);
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = self.link.connect().await?;
         let number = self.connections_made.fetch_add(1, Ordering::Relaxed) + 1;
         let made = (conn, number);
         *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(made.clone());

@@ -11,15 +11,19 @@
 //! committed; events of rooms without history published while Redis is unreachable
 //! are lost for the other nodes.
 //!
-//! Channels are `{prefix}room:{room}` and `{prefix}all`. A room's channel names only
-//! that room, so Redis Cluster's sharded pub/sub (SSUBSCRIBE/SPUBLISH) can carry them
-//! across shards with the same shape.
+//! Channels are `{prefix}room:{room}` and `{prefix}all`. One owner holds the Redis
+//! connections and names ([`link`]), for one Redis or a Redis Cluster; on a cluster
+//! every channel is a shard channel (SSUBSCRIBE/SPUBLISH), so a room's traffic goes
+//! only to the master that owns its slot. The relay, the census and the subscriber are
+//! its clients; the backplane puts them together.
 
 mod backplane;
 mod census;
 mod envelope;
+mod link;
 mod relay;
 mod subscriber;
+mod subscription;
 
-pub use backplane::{Backplane, BackplaneError};
+pub use backplane::{Backplane, BackplaneError, RedisTarget};
 pub use census::{Census, Presence};

@@ -10,14 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
+use super::link::{Connection, RedisLink, REDIS_TIMEOUT};
 use crate::metrics::Metrics;
 
-/// How long one Redis round trip may take before it counts as failed.
-pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes the relay queues at most.
 const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Messages the relay queues at most.
@@ -44,10 +42,10 @@ pub struct Relay {
 
 impl Relay {
     /// Starts the relay task on the current runtime.
-    pub fn start(client: redis::Client, metrics: Arc<Metrics>) -> Relay {
+    pub fn start(link: RedisLink, metrics: Arc<Metrics>) -> Relay {
         let (tx, rx) = mpsc::channel(MAX_QUEUED);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        actix_web::rt::spawn(run(client, rx, queued_bytes.clone(), metrics.clone()));
+        actix_web::rt::spawn(run(link, rx, queued_bytes.clone(), metrics.clone()));
         Relay {
             tx,
             queued_bytes,
@@ -92,25 +90,49 @@ impl Relay {
     }
 }
 
-async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+/// Publishes `batch` in one pipeline per group the link asks for, all at once; which
+/// messages went out, or why not.
+async fn publish(
+    link: &RedisLink,
+    conn: &Connection,
+    batch: &[Outgoing],
+) -> (Vec<bool>, Option<String>) {
+    let groups = link.groups(batch.iter().map(|m| m.channel.as_str()));
+    let sends = groups.iter().map(|group| {
+        let mut pipe = redis::pipe();
+        for i in group {
+            link.publish(&mut pipe, &batch[*i].channel, &batch[*i].payload);
+        }
+        let mut conn = conn.clone();
+        async move {
+            match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer".to_owned()),
+            }
+        }
+    });
+    let mut sent = vec![false; batch.len()];
+    let mut why = None;
+    for (group, outcome) in groups.iter().zip(join_all(sends).await) {
+        match outcome {
+            Ok(()) => group.iter().for_each(|i| sent[*i] = true),
+            Err(e) => why = Some(e),
+        }
+    }
+    (sent, why)
 }
 
 async fn run(
-    client: redis::Client,
+    link: RedisLink,
     mut rx: mpsc::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 ) {
-    let mut connection: Option<MultiplexedConnection> = None;
+    let mut connection: Option<Connection> = None;
     let mut batch: Vec<Outgoing> = Vec::with_capacity(BATCH);
     let mut backoff = Duration::from_millis(50);
-    let settle = |batch: &mut Vec<Outgoing>, keep: &dyn Fn(&Outgoing) -> bool| {
+    let settle = |batch: &mut Vec<Outgoing>, keep: &mut dyn FnMut(&Outgoing) -> bool| {
         let mut released = 0;
         batch.retain(|m| {
             let kept = keep(m);
@@ -127,7 +149,7 @@ async fn run(
             return; // every sender is gone
         }
         let before = batch.len();
-        settle(&mut batch, &|m| m.queued_at.elapsed() < GIVE_UP_AFTER);
+        settle(&mut batch, &mut |m| m.queued_at.elapsed() < GIVE_UP_AFTER);
         if batch.len() < before {
             let lost = (before - batch.len()) as u64;
             metrics.hub.relay_dropped.inc_by(lost);
@@ -137,7 +159,7 @@ async fn run(
             continue;
         }
         if connection.is_none() {
-            match connect(&client).await {
+            match link.connect().await {
                 Ok(c) => connection = Some(c),
                 Err(e) => {
                     log::warn!("relay: cannot connect to Redis: {e}");
@@ -147,22 +169,16 @@ async fn run(
                 }
             }
         }
-        let mut pipe = redis::pipe();
-        for m in &batch {
-            pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.payload).ignore();
-        }
-        let conn = connection.as_mut().expect("connected above");
-        match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(conn)).await {
-            Ok(Ok(())) => {
-                metrics.hub.relay_published.inc_by(batch.len() as u64);
-                settle(&mut batch, &|_| false);
-                backoff = Duration::from_millis(50);
-            }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "no answer".to_owned(),
-                };
+        let conn = connection.as_ref().expect("connected above");
+        let (sent, failed) = publish(&link, conn, &batch).await;
+        let published = sent.iter().filter(|s| **s).count();
+        metrics.hub.relay_published.inc_by(published as u64);
+        // What went out leaves the batch; the rest keeps its order for the retry.
+        let mut outcome = sent.into_iter();
+        settle(&mut batch, &mut |_| !outcome.next().unwrap_or(false));
+        match failed {
+            None => backoff = Duration::from_millis(50),
+            Some(why) => {
                 log::warn!(
                     "relay: PUBLISH failed ({why}); retrying {} events",
                     batch.len()

@@ -1,46 +1,52 @@
-//! The subscriber: one Redis pub/sub connection per node, subscribed to the channel of
-//! every room this node has members in (and to the channel for broadcasts and user
-//! events), delivering what arrives to the node's shards.
+//! The subscriber: one Redis subscription per node (on a Redis Cluster, one connection
+//! per master, through the [`link`](super::link)), to the channel of every room this
+//! node has members in and to the channel for broadcasts and user events, delivering
+//! what arrives to the node's [`Hub`].
 //!
 //! It follows the node's [`RoomIndex`](crate::rooms::RoomIndex), batching SUBSCRIBE
 //! and UNSUBSCRIBE, so a node's Redis traffic grows with its own rooms. When the
-//! connection drops it reconnects with backoff, subscribes to everything again and
-//! has every shard compare its rooms with the change log: what was published while
-//! the node was deaf is read from there.
+//! subscription is lost (a connection dropped, a master failed over and its slots moved)
+//! it starts over with backoff, subscribes to everything again where the channels live
+//! now, and has every shard compare its rooms with the change log: what was published
+//! while the node was deaf is read from there.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_routing::Slot;
 
-use super::backplane::Backplane;
 use super::envelope::{decode, Message};
-use super::relay::REDIS_TIMEOUT;
+use super::link::{slot, RedisLink, Subscription, REDIS_TIMEOUT};
 use crate::auth::Revocations;
 use crate::rooms::{Hub, RoomName};
 
 /// Longest wait between two resubscription attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Channels named in one SUBSCRIBE or UNSUBSCRIBE.
-const CHANNELS_PER_COMMAND: usize = 512;
 
-/// Connects and subscribes to the broadcast channel and every room of `hub`.
+/// What the subscriber needs of the node.
+pub struct Listener {
+    pub link: RedisLink,
+    /// This node's id: its own messages are dropped.
+    pub node_id: u64,
+    /// Whether the subscription is up now.
+    pub subscribed: Arc<AtomicBool>,
+}
+
+/// Subscribes to the broadcast channel and every room of `hub`.
 pub async fn subscribe(
-    backplane: &Backplane,
+    listener: &Listener,
     hub: &Hub,
-) -> Option<(PubSubSink, PubSubStream, HashSet<RoomName>)> {
+) -> Option<(Subscription, HashSet<RoomName>)> {
+    let link = &listener.link;
     let attempt = async {
-        let (mut sink, stream) = backplane.client().get_async_pubsub().await?.split();
-        sink.subscribe(backplane.all_channel()).await?;
+        let mut subscription = link.subscribe().await?;
+        subscription.subscribe(&[link.all_channel()]).await?;
         let rooms: HashSet<RoomName> = hub.index().rooms().into_iter().collect();
-        let channels: Vec<String> = rooms.iter().map(|r| backplane.room_channel(r)).collect();
-        for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-            sink.subscribe(chunk).await?;
-        }
-        Ok::<_, redis::RedisError>((sink, stream, rooms))
+        let channels: Vec<String> = rooms.iter().map(|r| link.room_channel(r)).collect();
+        subscription.subscribe(&channels).await?;
+        Ok::<_, redis::RedisError>((subscription, rooms))
     };
     match tokio::time::timeout(REDIS_TIMEOUT * 3, attempt).await {
         Ok(Ok(subscribed)) => Some(subscribed),
@@ -57,37 +63,40 @@ pub async fn subscribe(
 
 /// Keeps the node subscribed for as long as the hub runs.
 pub async fn run(
-    backplane: Arc<Backplane>,
+    listener: Listener,
     hub: Hub,
     revocations: Arc<Revocations>,
-    mut first: Option<(PubSubSink, PubSubStream, HashSet<RoomName>)>,
+    mut first: Option<(Subscription, HashSet<RoomName>)>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    // Messages already delivered, per publishing node: a retried PUBLISH may arrive twice.
-    let mut last_seen: HashMap<u64, u64> = HashMap::new();
+    // The last message delivered per publishing node and slot: a retried PUBLISH may
+    // arrive twice. A node publishes each slot's messages in order, and each slot's
+    // messages reach this node through one connection, so order holds per slot.
+    let mut last_seen: HashMap<(u64, Slot), u64> = HashMap::new();
     loop {
         let subscribed = match first.take() {
             Some(s) => Some(s),
-            None => subscribe(&backplane, &hub).await,
+            None => subscribe(&listener, &hub).await,
         };
-        if let Some((mut sink, mut stream, mut rooms)) = subscribed {
-            backplane.subscribed.store(true, Ordering::Relaxed);
+        if let Some((mut subscription, mut rooms)) = subscribed {
+            listener.subscribed.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
             log::info!("subscribed to the cluster's Redis ({} rooms)", rooms.len());
             // Whatever was published while this node was not listening is in the log.
             hub.recheck();
             loop {
                 tokio::select! {
-                    message = stream.next() => {
+                    message = subscription.next() => {
                         let Some(message) = message else { break };
+                        let channel = message.get_channel_name();
                         let Some(envelope) = decode(message.get_payload_bytes()) else {
-                            log::warn!("ignored a malformed message on {}", message.get_channel_name());
+                            log::warn!("ignored a malformed message on {channel}");
                             continue;
                         };
-                        if envelope.origin == backplane.node_id() {
+                        if envelope.origin == listener.node_id {
                             continue;
                         }
-                        let seen = last_seen.entry(envelope.origin).or_insert(0);
+                        let seen = last_seen.entry((envelope.origin, slot(channel))).or_insert(0);
                         if envelope.seq <= *seen {
                             continue;
                         }
@@ -107,14 +116,14 @@ pub async fn run(
                         }
                     }
                     _ = hub.index().changed() => {
-                        if let Err(e) = follow(&backplane, &hub, &mut sink, &mut rooms).await {
+                        if let Err(e) = follow(&listener.link, &hub, &mut subscription, &mut rooms).await {
                             log::warn!("cannot update the Redis subscriptions: {e}");
                             break;
                         }
                     }
                 }
             }
-            backplane.subscribed.store(false, Ordering::Relaxed);
+            listener.subscribed.store(false, Ordering::Relaxed);
             log::warn!("lost the Redis subscription; serving local sockets only, retrying");
         }
         tokio::time::sleep(backoff).await;
@@ -125,28 +134,23 @@ pub async fn run(
 /// Subscribes to the rooms that gained members and unsubscribes from those that lost
 /// them, in batches.
 async fn follow(
-    backplane: &Backplane,
+    link: &RedisLink,
     hub: &Hub,
-    sink: &mut PubSubSink,
+    subscription: &mut Subscription,
     subscribed: &mut HashSet<RoomName>,
 ) -> Result<(), String> {
     let wanted: HashSet<RoomName> = hub.index().rooms().into_iter().collect();
     let added: Vec<String> = wanted
         .difference(subscribed)
-        .map(|r| backplane.room_channel(r))
+        .map(|r| link.room_channel(r))
         .collect();
     let removed: Vec<String> = subscribed
         .difference(&wanted)
-        .map(|r| backplane.room_channel(r))
+        .map(|r| link.room_channel(r))
         .collect();
     let update = async {
-        for chunk in added.chunks(CHANNELS_PER_COMMAND) {
-            sink.subscribe(chunk).await?;
-        }
-        for chunk in removed.chunks(CHANNELS_PER_COMMAND) {
-            sink.unsubscribe(chunk).await?;
-        }
-        Ok::<_, redis::RedisError>(())
+        subscription.subscribe(&added).await?;
+        subscription.unsubscribe(&removed).await
     };
     match tokio::time::timeout(REDIS_TIMEOUT * 3, update).await {
         Ok(Ok(())) => {}

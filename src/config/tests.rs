@@ -84,3 +84,29 @@ fn a_statement_timeout_too_short_to_answer_anything_is_refused() {
     settings.db_statement_timeout_ms = 100;
     assert_eq!(settings.validate(), Ok(()));
 }
+
+#[test]
+fn one_redis_or_a_redis_cluster_not_both() {
+    let mut settings = Settings::with_database(DEFAULT_DATABASE_URL);
+    assert!(!settings.clustered());
+    settings.redis_cluster_urls = vec![
+        "redis://127.0.0.1:7000".into(),
+        " redis://127.0.0.1:7001 ".into(),
+        String::new(),
+    ];
+    assert_eq!(
+        settings.redis_seeds(),
+        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+    );
+    assert!(settings.clustered());
+    assert_eq!(settings.validate(), Ok(()));
+    settings.redis_url = Some("redis://127.0.0.1:6379".into());
+    let error = settings.validate().unwrap_err();
+    assert!(
+        error.starts_with("EVENTIDE_REDIS_URL and EVENTIDE_REDIS_CLUSTER_URLS: set one"),
+        "{error}"
+    );
+    // An empty variable is as good as none.
+    settings.redis_cluster_urls = vec![String::new()];
+    assert_eq!(settings.validate(), Ok(()));
+}

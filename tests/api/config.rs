@@ -102,6 +102,27 @@ fn values_that_parse_but_make_no_sense_are_named_too() {
     );
     let output = run(&[], &[secret, addr, ("EVENTIDE_REDIS_URL", "nope")]);
     assert_refused(&output, "EVENTIDE_REDIS_URL: invalid Redis URL");
+    let output = run(
+        &[],
+        &[
+            secret,
+            addr,
+            ("EVENTIDE_REDIS_URL", "redis://127.0.0.1:6379"),
+            (
+                "EVENTIDE_REDIS_CLUSTER_URLS",
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+            ),
+        ],
+    );
+    assert_refused(
+        &output,
+        "EVENTIDE_REDIS_URL and EVENTIDE_REDIS_CLUSTER_URLS: set one or the other",
+    );
+    let output = run(
+        &[],
+        &[secret, addr, ("EVENTIDE_REDIS_CLUSTER_URLS", "nope")],
+    );
+    assert_refused(&output, "EVENTIDE_REDIS_CLUSTER_URLS: invalid Redis URL");
 }
 
 /// Every variable `serve` reads, from the command definition itself.

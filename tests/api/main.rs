@@ -23,6 +23,7 @@ mod operations;
 mod postgres;
 mod properties;
 mod recovery;
+mod redis_cluster;
 mod registry;
 mod rest;
 mod seams;

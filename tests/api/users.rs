@@ -11,7 +11,7 @@ use crate::cluster::{redis_url, two_nodes_with};
 use crate::helpers::*;
 
 /// A client token of subject `sub`, issued at `iat`, that may join `lobby`.
-fn token_of(sub: &str, iat: Option<u64>) -> String {
+pub(crate) fn token_of(sub: &str, iat: Option<u64>) -> String {
     let mut c: Claims = claims(Role::Client, None);
     c.sub = sub.into();
     c.rooms = vec!["lobby".into()];
@@ -20,7 +20,7 @@ fn token_of(sub: &str, iat: Option<u64>) -> String {
 }
 
 /// The status of a handshake with `token` (101 on success).
-async fn handshake(app: &TestApp, token: &str) -> u16 {
+pub(crate) async fn handshake(app: &TestApp, token: &str) -> u16 {
     app.handshake_status(app.http().ws(app.ws_url()).bearer_auth(token))
         .await
 }
@@ -168,7 +168,7 @@ async fn presence_counts_sockets_and_subjects_and_shows_subjects_to_operators_on
 }
 
 /// Polls `path` on `app` until `done` holds, for at most `wait`.
-async fn eventually(
+pub(crate) async fn eventually(
     app: &TestApp,
     path: &str,
     wait: Duration,

@@ -1,7 +1,8 @@
 //! The shared test harness, one file per concern: a real hub on port 0 with fresh
 //! data ([`app`]), which database it runs on ([`backends`]), a WebSocket client
 //! ([`ws`]), tokens ([`tokens`]), and the other processes a test drives
-//! ([`processes`]: the hub binary, a private Redis).
+//! ([`processes`]: the hub binary, a private Redis; [`redis_cluster`]: a private Redis
+//! Cluster).
 //!
 //! Start a hub with `TestApp::builder()`:
 //!
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod backends;
 pub mod processes;
+pub mod redis_cluster;
 pub mod tokens;
 pub mod ws;
 

@@ -6,6 +6,11 @@
 #
 #   tools/eventide-load/scripts/cluster-bench.sh NAME [cluster options…]
 #
+# REDIS_SHARDS=3 puts the hubs on a private Redis Cluster of that many masters instead
+# (REDIS_REPLICAS replicas each, default 1); KILL_MASTER_AFTER_SECS=N then kills the
+# first master with SIGKILL N seconds after the tool starts, and its replica takes
+# over. The tool's --redis (for its own faults) names the first node.
+#
 # NODE1_REDIS_PREFIX gives the second node another channel prefix, so that it never
 # hears the first: a control run that must show loss (with every write through node 0
 # and EVENTIDE_ANTI_ENTROPY_MS far beyond the run).
@@ -25,7 +30,23 @@ rm -f "$out"/*
 secret=${EVENTIDE_JWT_SECRET:-bench-secret-0123456789abcdef}
 pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 db=eventide_bench_${name//[^a-z0-9]/_}_$(date +%s)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+shards=${REDIS_SHARDS:-0}
+if [ "$shards" -gt 0 ]; then
+  # A run of free ports below 55535 whose bus ports (+10000) are free too.
+  port=$(python3 -c '
+import random, socket
+def free(p):
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); return True
+    except OSError:
+        return False
+while True:
+    p = random.randrange(20000, 45000)
+    if all(free(p + i) and free(p + i + 10000) for i in range(12)):
+        print(p); break')
+else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 
 pids=()
 cleanup() {
@@ -36,7 +57,11 @@ cleanup() {
 trap cleanup EXIT
 
 psql "$pg_admin" -qc "CREATE DATABASE $db"
-start_redis
+if [ "$shards" -gt 0 ]; then
+  start_redis_cluster "$shards" "${REDIS_REPLICAS:-1}"
+else
+  start_redis
+fi
 
 hub_args=()
 for n in 0 1; do
@@ -47,11 +72,25 @@ for n in 0 1; do
   eval "addr$n=$hub_addr"
 done
 {
-  echo "redis: port $port ($(redis-server --version | cut -d' ' -f3))"
+  if [ "$shards" -gt 0 ]; then
+    echo "redis cluster: $shards masters × ${REDIS_REPLICAS:-1} replicas on ports ${redis_ports[*]} ($(redis-server --version | cut -d' ' -f3))"
+  else
+    echo "redis: port $port ($(redis-server --version | cut -d' ' -f3))"
+  fi
   echo "database: $db"
   echo "commit: $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- src || echo ' (src modified)')"
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$out/setup.txt"
+
+if [ "$shards" -gt 0 ] && [ -n "${KILL_MASTER_AFTER_SECS:-}" ]; then
+  (
+    sleep "$KILL_MASTER_AFTER_SECS"
+    victim=$(redis-cli -p "$port" info server | grep -o 'process_id:[0-9]*' | cut -d: -f2)
+    kill -9 "$victim"
+    echo "killed the master on port $port (pid $victim) at $(date +%T.%N | cut -c1-12)" | tee -a "$out/setup.txt"
+  ) &
+  pids+=($!)
+fi
 
 EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$bin/eventide-load" cluster "${hub_args[@]}" \
   --redis "redis://127.0.0.1:$port" "$@" 2>&1 | tee "$out/report.txt"
