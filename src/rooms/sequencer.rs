@@ -260,9 +260,10 @@ impl Sequencer {
                 ..Delivery::default()
             };
         };
+        let (delivered_when_asked, known_when_asked) = self.asked;
         let ours = self.epoch.clone().unwrap_or_default();
         if ours != result.epoch {
-            if ours.is_empty() && result.head >= delivered {
+            if ours.is_empty() && result.head >= delivered_when_asked {
                 // The stream's first change made its epoch: the same stream.
                 self.epoch = Some(result.epoch.clone());
             } else {
@@ -270,7 +271,6 @@ impl Sequencer {
                 return self.restart(result.head, result.epoch);
             }
         }
-        let (delivered_when_asked, known_when_asked) = self.asked;
         if result.head < delivered_when_asked {
             // Below what was delivered (so committed) before the read began: moved
             // back under the same epoch. The caller replaces the epoch first.

@@ -177,3 +177,18 @@ fn versions_that_arrive_during_a_read_are_kept_whatever_its_head() {
     assert_eq!(seq.held(), 1);
     assert!(seq.has_gap(), "the gap before 9 is read next");
 }
+
+#[test]
+fn a_new_stream_learns_its_epoch_from_a_read_overtaken_by_live_versions() {
+    let mut seq = started_at(0, "");
+    // The first change made the epoch: one read learns it, while 2 and 3 go out.
+    assert_eq!(versions(&seq.offer(1, frame(1))), vec![1]);
+    let read = seq.next_read().unwrap();
+    assert_eq!(versions(&seq.offer(2, frame(2))), vec![2]);
+    assert_eq!(versions(&seq.offer(3, frame(3))), vec![3]);
+    let mut result = at(1, "e1");
+    result.frames = vec![(1, frame(1))];
+    assert_eq!(seq.read_done(read, result), Delivery::default());
+    assert_eq!(seq.epoch(), Some(&epoch("e1")), "the same stream");
+    assert_eq!(seq.delivered(), Some(3), "nothing delivered twice");
+}
