@@ -21,7 +21,6 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::backlog::{Backlog, Handed};
-use super::inbox::Mailbox;
 use super::index::RoomIndex;
 use super::messages::*;
 use super::replay::{self, Replay};

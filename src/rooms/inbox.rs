@@ -17,7 +17,11 @@ use std::task::{Context, Poll, Waker};
 
 use futures_util::Stream;
 
-use super::messages::SessionMsg;
+/// A message that may carry a frame: the inbox counts its bytes against its bound.
+pub trait Weigh {
+    /// Bytes of the frame this message carries (0 for a signal).
+    fn frame_bytes(&self) -> usize;
+}
 
 /// What an inbox holds at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +41,9 @@ pub enum Refused {
     Gone,
 }
 
-#[derive(Default)]
-struct Shared {
+struct Shared<M> {
     /// Messages in the order the shard handed them over; taken all at once.
-    queue: VecDeque<SessionMsg>,
+    queue: VecDeque<M>,
     /// The bytes of the frames in `queue`.
     bytes: usize,
     /// The session's task, while it waits for a message.
@@ -50,20 +53,33 @@ struct Shared {
 }
 
 /// The shard's end of a session's inbox.
-#[derive(Clone)]
-pub struct Mailbox {
-    shared: Arc<Mutex<Shared>>,
+pub struct Mailbox<M> {
+    shared: Arc<Mutex<Shared<M>>>,
     limits: InboxLimits,
 }
 
+impl<M> Clone for Mailbox<M> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            shared: self.shared.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
 /// The session's end: a stream of everything handed over since it last looked.
-pub struct Inbox {
-    shared: Arc<Mutex<Shared>>,
+pub struct Inbox<M> {
+    shared: Arc<Mutex<Shared<M>>>,
 }
 
 /// A new inbox: the shard's end and the session's.
-pub fn inbox(limits: InboxLimits) -> (Mailbox, Inbox) {
-    let shared = Arc::new(Mutex::new(Shared::default()));
+pub fn inbox<M: Weigh>(limits: InboxLimits) -> (Mailbox<M>, Inbox<M>) {
+    let shared = Arc::new(Mutex::new(Shared {
+        queue: VecDeque::new(),
+        bytes: 0,
+        waker: None,
+        gone: false,
+    }));
     let mailbox = Mailbox {
         shared: shared.clone(),
         limits,
@@ -71,21 +87,14 @@ pub fn inbox(limits: InboxLimits) -> (Mailbox, Inbox) {
     (mailbox, Inbox { shared })
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock<M>(shared: &Mutex<Shared<M>>) -> MutexGuard<'_, Shared<M>> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn frame_bytes(msg: &SessionMsg) -> usize {
-    match msg {
-        SessionMsg::Event(event) => event.frame.len(),
-        _ => 0,
-    }
-}
-
-impl Mailbox {
+impl<M: Weigh> Mailbox<M> {
     /// Hands `msg` over, unless the inbox is full or the session gone.
-    pub fn offer(&self, msg: SessionMsg) -> Result<(), Refused> {
-        let bytes = frame_bytes(&msg);
+    pub fn offer(&self, msg: M) -> Result<(), Refused> {
+        let bytes = msg.frame_bytes();
         let shared = lock(&self.shared);
         if shared.gone {
             return Err(Refused::Gone);
@@ -101,8 +110,8 @@ impl Mailbox {
 
     /// Hands over the last word to a session the shard lets go (evicted, revoked,
     /// shut down), full or not: it is one message, once.
-    pub fn tell(&self, msg: SessionMsg) {
-        let bytes = frame_bytes(&msg);
+    pub fn tell(&self, msg: M) {
+        let bytes = msg.frame_bytes();
         let shared = lock(&self.shared);
         if !shared.gone {
             push(shared, msg, bytes);
@@ -111,7 +120,7 @@ impl Mailbox {
 }
 
 /// Queues `msg` and wakes the session if it was waiting (after letting go the lock).
-fn push(mut shared: MutexGuard<'_, Shared>, msg: SessionMsg, bytes: usize) {
+fn push<M>(mut shared: MutexGuard<'_, Shared<M>>, msg: M, bytes: usize) {
     shared.queue.push_back(msg);
     shared.bytes += bytes;
     let waker = shared.waker.take();
@@ -121,8 +130,8 @@ fn push(mut shared: MutexGuard<'_, Shared>, msg: SessionMsg, bytes: usize) {
     }
 }
 
-impl Stream for Inbox {
-    type Item = VecDeque<SessionMsg>;
+impl<M> Stream for Inbox<M> {
+    type Item = VecDeque<M>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut shared = lock(&self.shared);
@@ -138,7 +147,7 @@ impl Stream for Inbox {
     }
 }
 
-impl Drop for Inbox {
+impl<M> Drop for Inbox<M> {
     fn drop(&mut self) {
         let mut shared = lock(&self.shared);
         shared.gone = true;
@@ -152,6 +161,23 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
+    /// A session's messages, as far as the inbox cares: a frame of some bytes, or a
+    /// signal.
+    #[derive(Debug, PartialEq)]
+    enum Msg {
+        Frame(usize),
+        Signal(&'static str),
+    }
+
+    impl Weigh for Msg {
+        fn frame_bytes(&self) -> usize {
+            match self {
+                Msg::Frame(bytes) => *bytes,
+                Msg::Signal(_) => 0,
+            }
+        }
+    }
+
     const LIMITS: InboxLimits = InboxLimits {
         messages: 3,
         bytes: 1000,
@@ -160,14 +186,14 @@ mod tests {
     #[actix_web::test]
     async fn what_piles_up_is_taken_at_once_in_order() {
         let (mailbox, mut inbox) = inbox(LIMITS);
-        mailbox.offer(SessionMsg::Revoked).unwrap();
-        mailbox.offer(SessionMsg::GoingAway).unwrap();
+        mailbox.offer(Msg::Signal("revoked")).unwrap();
+        mailbox.offer(Msg::Frame(10)).unwrap();
         let batch = inbox.next().await.unwrap();
-        assert!(matches!(
-            batch.iter().collect::<Vec<_>>()[..],
-            [SessionMsg::Revoked, SessionMsg::GoingAway]
-        ));
-        mailbox.offer(SessionMsg::Evicted).unwrap();
+        assert_eq!(
+            Vec::from(batch),
+            vec![Msg::Signal("revoked"), Msg::Frame(10)]
+        );
+        mailbox.offer(Msg::Signal("evicted")).unwrap();
         assert_eq!(inbox.next().await.unwrap().len(), 1);
     }
 
@@ -175,13 +201,32 @@ mod tests {
     fn a_full_inbox_refuses_but_hears_the_last_word_and_a_gone_one_nothing() {
         let (mailbox, inbox) = inbox(LIMITS);
         for _ in 0..3 {
-            mailbox.offer(SessionMsg::Unavailable).unwrap();
+            mailbox.offer(Msg::Signal("unavailable")).unwrap();
         }
-        assert_eq!(mailbox.offer(SessionMsg::Unavailable), Err(Refused::Full));
-        mailbox.tell(SessionMsg::Evicted);
+        assert_eq!(
+            mailbox.offer(Msg::Signal("unavailable")),
+            Err(Refused::Full)
+        );
+        mailbox.tell(Msg::Signal("evicted"));
         assert_eq!(lock(&mailbox.shared).queue.len(), 4);
         drop(inbox);
-        assert_eq!(mailbox.offer(SessionMsg::Unavailable), Err(Refused::Gone));
+        assert_eq!(
+            mailbox.offer(Msg::Signal("unavailable")),
+            Err(Refused::Gone)
+        );
         assert!(lock(&mailbox.shared).queue.is_empty());
+    }
+
+    #[test]
+    fn frame_bytes_bound_it_but_one_large_frame_always_fits_an_empty_inbox() {
+        let (mailbox, mut inbox) = inbox(LIMITS);
+        mailbox.offer(Msg::Frame(5_000)).unwrap();
+        assert_eq!(mailbox.offer(Msg::Frame(1)), Err(Refused::Full));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut inbox).poll_next(&mut cx).is_ready());
+        mailbox.offer(Msg::Frame(600)).unwrap();
+        assert_eq!(mailbox.offer(Msg::Frame(600)), Err(Refused::Full));
+        mailbox.offer(Msg::Frame(400)).unwrap();
     }
 }

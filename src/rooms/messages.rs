@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use super::inbox::Mailbox;
+use super::inbox::{self, Weigh};
 use super::sequencer::Epoch;
 use super::RoomName;
 
@@ -46,7 +46,7 @@ impl Event {
     }
 }
 
-/// What a shard tells a session (through its [`Inbox`](super::inbox::Inbox)).
+/// What a shard tells a session (through its [`Inbox`]).
 #[derive(Debug)]
 pub enum SessionMsg {
     /// An event to send to the client. Versioned events of a room arrive in version
@@ -75,6 +75,20 @@ pub enum SessionMsg {
     /// Time to ping the client, and to close if it has been silent too long.
     Heartbeat,
 }
+
+impl Weigh for SessionMsg {
+    fn frame_bytes(&self) -> usize {
+        match self {
+            SessionMsg::Event(event) => event.frame.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The shard's end of a session's inbox.
+pub type Mailbox = inbox::Mailbox<SessionMsg>;
+/// The session's end of its inbox.
+pub type Inbox = inbox::Inbox<SessionMsg>;
 
 /// A new session.
 #[derive(Message)]

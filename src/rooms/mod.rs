@@ -20,9 +20,11 @@ pub use anti_entropy::{read_heads, HeadsRead};
 pub use frame::{event_frame, frame_to, FrameTarget};
 pub use hub::{EmitError, Hub, HubError, Link, ShardConfig};
 pub use hub_metrics::HubMetrics;
-pub use inbox::{inbox, Inbox, InboxLimits, Mailbox, Refused};
+pub use inbox::{inbox, InboxLimits, Refused};
 pub use index::{Members, RoomIndex};
-pub use messages::{Event, JoinError, Joined, RegistryStats, SessionId, SessionMsg, Target};
+pub use messages::{
+    Event, Inbox, JoinError, Joined, Mailbox, RegistryStats, SessionId, SessionMsg, Target,
+};
 pub use name::{InvalidRoomName, RoomName};
 pub use registry::RoomRegistry;
 pub use replay::Replay;

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::streams::RoomStream;
-use super::inbox::{Mailbox, Refused};
+use super::inbox::Refused;
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::Sequencer;
