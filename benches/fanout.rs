@@ -19,7 +19,7 @@ use eventide_hub::db::{self, DatabaseTarget};
 use eventide_hub::metrics::{Metrics, Origin};
 use eventide_hub::rooms::sequencer::HoldLimits;
 use eventide_hub::rooms::{
-    inbox, Event, Hub, InboxLimits, RoomName, SessionMsg, ShardConfig, Target,
+    inbox, Event, Hub, InboxLimits, RoomName, SessionMsg, ShardConfig, TailLimits, Target,
 };
 
 const SESSIONS: u64 = 10_000;
@@ -56,6 +56,10 @@ fn fanout(c: &mut Criterion) {
             bytes: 1 << 22,
         },
         heartbeat_interval: Duration::from_secs(10),
+        tail: TailLimits {
+            room_bytes: 64 * 1024,
+            node_bytes: 1 << 26,
+        },
     };
     let metrics = Arc::new(Metrics::new(false));
     let hub = Hub::new(config, ChangeLog::new(pool, &[], 1000), None, metrics);
@@ -73,7 +77,7 @@ fn fanout(c: &mut Criterion) {
                 CountingSession { received }
             });
             let link = hub.connect(id, Arc::from("bench"), mailbox);
-            link.join(room.clone()).await.unwrap();
+            link.join(room.clone(), None).await.unwrap();
             links.push(link);
         }
         links

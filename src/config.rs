@@ -158,6 +158,10 @@ pub struct Settings {
 pub const DEFAULT_ANTI_ENTROPY_MS: u64 = 2_000;
 /// Default time a room's change log may stay unreadable before its sockets close.
 pub const DEFAULT_RECOVERY_DEADLINE_SECS: u64 = 10;
+/// Default frame bytes each versioned room keeps in memory for rejoins.
+pub const DEFAULT_REPLAY_TAIL_BYTES: usize = 64 * 1024;
+/// Default frame bytes all rooms of a node keep in memory for rejoins.
+pub const DEFAULT_REPLAY_TAIL_NODE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How versioned rooms are delivered and recovered.
 #[derive(Debug, Clone, clap::Args)]
@@ -178,6 +182,16 @@ pub struct Delivery {
     #[arg(long, env = "EVENTIDE_RECOVERY_DEADLINE_SECS", default_value_t = DEFAULT_RECOVERY_DEADLINE_SECS, value_parser = number::<u64>)]
     pub recovery_deadline_secs: u64,
 
+    /// Bytes of its most recent frames each versioned room keeps in memory on each
+    /// worker it has members on: a `joinRoom` whose `since` falls inside them is
+    /// answered without reading the change log. 0 keeps none.
+    #[arg(long, env = "EVENTIDE_REPLAY_TAIL_BYTES", default_value_t = DEFAULT_REPLAY_TAIL_BYTES, value_parser = number::<usize>)]
+    pub replay_tail_bytes: usize,
+
+    /// Bytes the replay tails of all rooms of the node keep together, at most.
+    #[arg(long, env = "EVENTIDE_REPLAY_TAIL_NODE_BYTES", default_value_t = DEFAULT_REPLAY_TAIL_NODE_BYTES, value_parser = number::<usize>)]
+    pub replay_tail_node_bytes: usize,
+
     /// A fail point for failure tests, never for production: every availability change
     /// stops forever after its commit, before it is published, so a test can kill the
     /// node at that moment.
@@ -195,6 +209,8 @@ impl Default for Delivery {
             history_rooms: Vec::new(),
             anti_entropy_ms: DEFAULT_ANTI_ENTROPY_MS,
             recovery_deadline_secs: DEFAULT_RECOVERY_DEADLINE_SECS,
+            replay_tail_bytes: DEFAULT_REPLAY_TAIL_BYTES,
+            replay_tail_node_bytes: DEFAULT_REPLAY_TAIL_NODE_BYTES,
             pause_after_commit: false,
         }
     }

@@ -20,7 +20,7 @@ use crate::db::{self, DatabaseTarget, DbPool};
 use crate::health::{DatabaseProbe, ReadinessCheck};
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
-use crate::rooms::{Hub, ShardConfig};
+use crate::rooms::{Hub, ShardConfig, TailLimits};
 use crate::server::{cors, http, network, request_metrics, routes, AppState, Shutdown};
 use crate::ws::{ConnectionCounter, Origins, SessionIds, WsContext};
 
@@ -225,6 +225,10 @@ async fn start_hub(
             bytes: settings.limits.max_pending_bytes * 4,
         },
         heartbeat_interval: settings.limits.heartbeat_interval(),
+        tail: TailLimits {
+            room_bytes: delivery.replay_tail_bytes,
+            node_bytes: delivery.replay_tail_node_bytes,
+        },
     };
     let hub = Hub::new(config, changelog, backplane.clone(), metrics.clone());
     if let Some(backplane) = &backplane {

@@ -142,7 +142,8 @@ mod tests {
     use crate::rooms::index::RoomIndex;
     use crate::rooms::messages::Target;
     use crate::rooms::sequencer::HoldLimits;
-    use crate::rooms::{RoomName, ShardConfig};
+    use crate::rooms::tail::TailBudget;
+    use crate::rooms::{RoomName, ShardConfig, TailLimits};
 
     fn registry(dir: &tempfile::TempDir) -> RoomRegistry {
         let target = DatabaseTarget::Sqlite(dir.path().join("hub.db"));
@@ -155,9 +156,14 @@ mod tests {
                 bytes: 1 << 22,
             },
             heartbeat_interval: Duration::from_secs(10),
+            tail: TailLimits {
+                room_bytes: 1 << 16,
+                node_bytes: 1 << 20,
+            },
         };
         RoomRegistry::new(
             config,
+            TailBudget::new(1 << 20),
             ChangeLog::new(pool, &[], 1000),
             Arc::new(RoomIndex::default()),
             Arc::new(Metrics::new(false)),

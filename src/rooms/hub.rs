@@ -25,6 +25,7 @@ use super::index::RoomIndex;
 use super::messages::*;
 use super::replay::{self, Replay};
 use super::sequencer::{HoldLimits, Read};
+use super::tail::TailBudget;
 use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
 use crate::changelog::{ChangeLog, LogError};
 use crate::cluster::{Backplane, Presence};
@@ -77,6 +78,17 @@ pub struct ShardConfig {
     /// How often every session is told to ping its client and check that it is
     /// still heard from: one timer per shard rather than one per socket.
     pub heartbeat_interval: Duration,
+    /// What the rooms keep of their recent frames for rejoins.
+    pub tail: TailLimits,
+}
+
+/// Bounds of the recent frames versioned rooms keep in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct TailLimits {
+    /// Frame bytes per room and shard.
+    pub room_bytes: usize,
+    /// Frame bytes of every room of the node together.
+    pub node_bytes: usize,
 }
 
 /// Gives every hub of the process its own key in the per-thread shard table.
@@ -101,6 +113,8 @@ struct Inner {
     recheck: Arc<Notify>,
     /// The anti-entropy tick's task is running (started with the first shard).
     ticking: Arc<AtomicBool>,
+    /// What every shard's room tails draw from.
+    tails: TailBudget,
 }
 
 /// A handle that does not keep the hub alive (its anti-entropy tick holds one).
@@ -148,6 +162,7 @@ impl Hub {
                 metrics,
                 recheck: Arc::default(),
                 ticking: Arc::default(),
+                tails: TailBudget::new(config.tail.node_bytes),
             }),
         }
     }
@@ -191,6 +206,7 @@ impl Hub {
             let inner = &self.inner;
             let shard = RoomRegistry::new(
                 inner.config,
+                inner.tails.clone(),
                 inner.changelog.clone(),
                 inner.index.clone(),
                 inner.metrics.clone(),
@@ -393,9 +409,14 @@ pub struct Link {
 }
 
 impl Link {
-    /// Joins `room`; answers where its stream stands on this node.
-    pub async fn join(&self, room: RoomName) -> Result<Joined, JoinError> {
-        let join = Join { id: self.id, room };
+    /// Joins `room`; answers where its stream stands on this node and, for a `since`
+    /// the shard still holds in memory, the frames after it.
+    pub async fn join(&self, room: RoomName, since: Option<i64>) -> Result<Joined, JoinError> {
+        let join = Join {
+            id: self.id,
+            room,
+            since,
+        };
         self.shard.send(join).await.unwrap_or(Err(JoinError::Gone))
     }
 
@@ -411,6 +432,7 @@ impl Link {
         let Some(stream) = changelog.stream_of(room) else {
             return Ok(Replay::default());
         };
+        self.hub.inner.metrics.hub.replay_reads.inc();
         replay::assemble(after, upto, |from| {
             changelog.read(stream.clone(), Read::After(from))
         })

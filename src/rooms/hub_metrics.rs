@@ -25,6 +25,12 @@ pub struct HubMetrics {
     pub stream_rewinds: IntCounter,
     /// `eventide_anti_entropy_queries_total`: head queries of the anti-entropy tick.
     pub anti_entropy_queries: IntCounter,
+    /// `eventide_replays_from_memory_total`: joins with `since` answered from a room's
+    /// recent frames in memory, with no change-log read.
+    pub replays_from_memory: IntCounter,
+    /// `eventide_replay_reads_total`: change-log reads of joins with `since` (the
+    /// replays recent frames could not serve).
+    pub replay_reads: IntCounter,
     /// `eventide_relay_published_total`: events this node published to Redis.
     pub relay_published: IntCounter,
     /// `eventide_relay_retries_total`: failed PUBLISH batches, retried.
@@ -98,6 +104,14 @@ impl HubMetrics {
             anti_entropy_queries: counter(
                 "eventide_anti_entropy_queries_total",
                 "Head queries run by the anti-entropy tick",
+            ),
+            replays_from_memory: counter(
+                "eventide_replays_from_memory_total",
+                "Joins with since replayed from a room's recent frames, without a read",
+            ),
+            replay_reads: counter(
+                "eventide_replay_reads_total",
+                "Change-log reads of joins with since that memory could not serve",
             ),
             relay_published: counter(
                 "eventide_relay_published_total",

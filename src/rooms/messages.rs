@@ -8,7 +8,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::inbox::{self, Weigh};
-use super::sequencer::Epoch;
+use super::sequencer::{Epoch, Versioned};
 use super::RoomName;
 
 /// Identifies one WebSocket session for the life of the process.
@@ -111,7 +111,7 @@ pub struct Disconnect {
 }
 
 /// Where a room's stream stands when a session joins it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Joined {
     /// For a versioned room, the last version delivered to the room's members on this
     /// node: the new member gets every version after it, and reads what it missed up
@@ -119,6 +119,9 @@ pub struct Joined {
     pub version: Option<i64>,
     /// For a versioned room, the epoch `version` belongs to.
     pub epoch: Option<Epoch>,
+    /// The frames after the join's `since` up to `version`, when the shard still
+    /// holds every one of them in memory (in `epoch`): the replay, without a read.
+    pub recent: Option<Vec<Versioned>>,
 }
 
 /// Why a join failed.
@@ -138,6 +141,8 @@ pub struct Join {
     pub id: SessionId,
     /// The room.
     pub room: RoomName,
+    /// The version the client has, if it asks for a replay.
+    pub since: Option<i64>,
 }
 
 /// Removes a session from a room.

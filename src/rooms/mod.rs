@@ -15,10 +15,11 @@ mod registry;
 mod replay;
 pub mod routes;
 pub mod sequencer;
+mod tail;
 
 pub use anti_entropy::{read_heads, HeadsRead};
 pub use frame::{event_frame, frame_to, FrameTarget};
-pub use hub::{EmitError, Hub, HubError, Link, ShardConfig};
+pub use hub::{EmitError, Hub, HubError, Link, ShardConfig, TailLimits};
 pub use hub_metrics::HubMetrics;
 pub use inbox::{inbox, InboxLimits, Refused};
 pub use index::{Members, RoomIndex};

@@ -25,6 +25,7 @@ mod properties;
 mod recovery;
 mod redis_cluster;
 mod registry;
+mod replay_tail;
 mod rest;
 mod seams;
 mod times;

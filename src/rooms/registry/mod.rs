@@ -22,6 +22,7 @@ use super::inbox::Refused;
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::Sequencer;
+use super::tail::{Tail, TailBudget};
 use super::{RoomName, ShardConfig};
 use crate::changelog::ChangeLog;
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub struct RoomRegistry {
     rooms: HashMap<RoomName, Room>,
     evicted: u64,
     config: ShardConfig,
+    /// What the rooms' tails draw from, shared with every shard of the node.
+    tails: TailBudget,
     changelog: ChangeLog,
     index: Arc<RoomIndex>,
     metrics: Arc<Metrics>,
@@ -57,6 +60,7 @@ impl RoomRegistry {
     /// An empty shard.
     pub fn new(
         config: ShardConfig,
+        tails: TailBudget,
         changelog: ChangeLog,
         index: Arc<RoomIndex>,
         metrics: Arc<Metrics>,
@@ -66,6 +70,7 @@ impl RoomRegistry {
             rooms: HashMap::new(),
             evicted: 0,
             config,
+            tails,
             changelog,
             index,
             metrics,
@@ -213,18 +218,20 @@ impl Handler<Disconnect> for RoomRegistry {
 impl Handler<Join> for RoomRegistry {
     type Result = ResponseFuture<Result<Joined, JoinError>>;
 
-    fn handle(&mut self, Join { id, room }: Join, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
+        let Join { id, room, since } = join;
         let Some(member) = self.sessions.get_mut(&id) else {
             return Box::pin(async { Err(JoinError::Gone) });
         };
         member.rooms.insert(room.clone());
         let sub = member.sub.clone();
+        let (changelog, config, tails) = (&self.changelog, &self.config, &self.tails);
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| Room {
             members: HashSet::new(),
-            stream: self
-                .changelog
-                .stream_of(&room)
-                .map(|stream| RoomStream::new(stream, Sequencer::new(self.config.hold))),
+            stream: changelog.stream_of(&room).map(|stream| {
+                let tail = Tail::new(config.tail.room_bytes, tails);
+                RoomStream::new(stream, Sequencer::new(config.hold), tail)
+            }),
         });
         if entry.members.insert(id) {
             self.metrics.joins.inc();
@@ -232,12 +239,7 @@ impl Handler<Join> for RoomRegistry {
             self.metrics.rooms.set(rooms as i64);
         }
         let Some(stream) = entry.stream.as_mut() else {
-            return Box::pin(async {
-                Ok(Joined {
-                    version: None,
-                    epoch: None,
-                })
-            });
+            return Box::pin(async { Ok(Joined::default()) });
         };
         // While the stream is found to have moved back, the join waits for its new
         // start rather than be told a position that no longer exists.
@@ -246,9 +248,14 @@ impl Handler<Join> for RoomRegistry {
             .delivered()
             .filter(|_| !stream.sequencer.moving_back())
         {
+            let recent = since.and_then(|since| stream.tail.between(since, version));
+            if recent.is_some() {
+                self.metrics.hub.replays_from_memory.inc();
+            }
             let joined = Joined {
                 version: Some(version),
                 epoch: stream.sequencer.epoch().cloned(),
+                recent,
             };
             return Box::pin(async move { Ok(joined) });
         }

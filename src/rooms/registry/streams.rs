@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::super::messages::*;
 use super::super::sequencer::{Delivery, Epoch, Read, ReadResult, Sequencer};
+use super::super::tail::Tail;
 use super::super::RoomName;
 use super::RoomRegistry;
 use crate::changelog::{LogError, Stream};
@@ -33,14 +34,19 @@ pub(super) struct RoomStream {
     pub(super) check_scheduled: bool,
     /// Since when reads of this room have been failing, and how many times.
     pub(super) failing: Option<(Instant, u32)>,
+    /// The last frames handed to the members, for joins whose `since` is recent:
+    /// always a run of consecutive versions ending at what the sequencer delivered,
+    /// in its current epoch (emptied when the stream skips or moves back).
+    pub(super) tail: Tail,
 }
 
 impl RoomStream {
     /// A room whose head is not read yet.
-    pub(super) fn new(stream: Stream, sequencer: Sequencer) -> Self {
+    pub(super) fn new(stream: Stream, sequencer: Sequencer, tail: Tail) -> Self {
         RoomStream {
             stream,
             sequencer,
+            tail,
             waiting: Vec::new(),
             check_scheduled: false,
             failing: None,
@@ -77,6 +83,14 @@ impl RoomRegistry {
                     version,
                     epoch: epoch.clone(),
                 });
+            }
+        }
+        if let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) {
+            if delivery.rewound.is_some() || delivery.lost {
+                stream.tail.clear();
+            }
+            for released in &delivery.frames {
+                stream.tail.push(released.clone());
             }
         }
         for (version, frame) in delivery.frames {
@@ -164,6 +178,7 @@ impl RoomRegistry {
             let answer = Ok(Joined {
                 version: Some(result.head),
                 epoch: Some(result.epoch.clone()),
+                recent: None,
             });
             for waiting in stream.waiting.drain(..) {
                 let _ = waiting.send(answer.clone());
@@ -197,6 +212,7 @@ impl RoomRegistry {
         let answer = Ok(Joined {
             version: Some(head),
             epoch: Some(epoch.clone()),
+            recent: None,
         });
         for waiting in stream.waiting.drain(..) {
             let _ = waiting.send(answer.clone());

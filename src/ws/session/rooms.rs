@@ -129,7 +129,7 @@ impl WsSession {
         let target = room.clone();
         let from = replay_from.as_ref().map(|(from, _)| *from);
         let lookup = async move {
-            let joined = link.join(target.clone()).await?;
+            let joined = link.join(target.clone(), from).await?;
             let (Some(version), Some((from, theirs))) = (joined.version, replay_from) else {
                 return Ok(JoinResult {
                     version: joined.version,
@@ -146,6 +146,15 @@ impl WsSession {
                     epoch: joined.epoch,
                     complete: same_stream,
                     frames: Vec::new(),
+                });
+            }
+            if let Some(frames) = joined.recent {
+                // The shard still held every missed frame: no change-log read.
+                return Ok(JoinResult {
+                    version: Some(version),
+                    epoch: joined.epoch,
+                    complete: true,
+                    frames,
                 });
             }
             let replay = replay_with_retries(&link, &target, from, version, deadline).await?;
