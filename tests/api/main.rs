@@ -1,11 +1,13 @@
 //! Integration tests: the real hub on a loopback port, real SQLite, real HTTP and
 //! WebSocket clients. One test binary, so one build serves every test.
 
+mod abuse;
 mod asyncapi;
 mod auth;
 mod browser;
 mod cluster;
 mod config;
+mod conformance;
 mod faults;
 mod helpers;
 mod jwks;
