@@ -158,3 +158,87 @@ async fn a_closing_socket_counts_until_its_descriptor_closes() {
         "the hub held {most} client sockets with EVENTIDE_MAX_CONNECTIONS={MAX}"
     );
 }
+
+/// A hub whose sockets may send a burst of 10 frames and then 1 a second, closed
+/// after 5 refused ones.
+async fn strict_hub(max_fragments: usize) -> TestApp {
+    TestApp::builder()
+        .configure(move |s| {
+            s.limits.max_frame_burst = 10;
+            s.limits.max_frames_per_sec = 1;
+            s.limits.max_rate_limited_frames = 5;
+            s.limits.max_fragments = max_fragments;
+        })
+        .spawn()
+        .await
+}
+
+/// Opens a raw socket to `app`, sends `bytes` and returns the hub's close code.
+async fn close_code_after(app: &TestApp, bytes: Vec<u8>) -> Option<u16> {
+    let port = app.port;
+    blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        upgrade_by_hand(&mut stream, port, &admin());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(&bytes);
+        close_code(&mut stream)
+    })
+    .await
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn pongs_continuations_and_closes_count_against_the_frame_rate() {
+    let app = strict_hub(1000).await;
+    // 20 pongs: 10 allowed, then refused; the 6th refusal closes.
+    let pongs = empty_frame(0x8A).repeat(20);
+    assert_eq!(close_code_after(&app, pongs).await, Some(1008));
+    // The same with the frames of one unfinished message.
+    let mut fragments = empty_frame(0x01).to_vec();
+    fragments.extend(empty_frame(0x00).repeat(19));
+    assert_eq!(close_code_after(&app, fragments).await, Some(1008));
+    // A close over the rate is honoured all the same.
+    let mut then_close = empty_frame(0x8A).repeat(12);
+    then_close.extend(client_frame(0x8, &4000u16.to_be_bytes()));
+    assert_eq!(close_code_after(&app, then_close).await, Some(4000));
+}
+
+#[actix_web::test]
+async fn a_message_with_a_fragment_over_the_rate_is_dropped_whole() {
+    let app = strict_hub(64).await;
+    let port = app.port;
+    let reply = blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        upgrade_by_hand(&mut stream, port, &admin());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // 12 frames of one ping request: the 11th and 12th are over the burst.
+        let text = br#"{"event":"ping","ref":"whole"}"#;
+        let mut bytes = Vec::new();
+        for (i, byte) in text.iter().enumerate().take(11) {
+            let first = if i == 0 { 0x01 } else { 0x00 };
+            let mut frame = client_frame(0, &[*byte]);
+            frame[0] = first;
+            bytes.extend(frame);
+        }
+        bytes.extend(client_frame(0, &text[11..]));
+        stream.write_all(&bytes).unwrap();
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while server_frames(&reply).is_empty() {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the stream ended");
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        server_frames(&reply).remove(0)
+    })
+    .await
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.1).unwrap();
+    assert_eq!(reply["event"], "error", "{reply}");
+    assert_eq!(reply["data"]["code"], "rate_limited", "{reply}");
+    assert_eq!(reply["ref"], "whole", "{reply}");
+}
