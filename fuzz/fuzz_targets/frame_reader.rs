@@ -34,16 +34,19 @@ fuzz_target!(|data: &[u8]| {
                 match reader.next_message() {
                     Ok(None) => break,
                     Ok(Some(message)) => match message {
+                        // `in_message` frames of the message came before this one.
                         Message::Fragment => {
                             in_message += 1;
-                            assert!(in_message < limits.max_fragments);
+                            assert!(in_message <= limits.max_fragments);
                         }
                         Message::Text(text) => {
                             assert!(text.len() <= limits.max_message);
+                            assert!(in_message < limits.max_fragments);
                             in_message = 0;
                         }
                         Message::Binary(bytes) => {
                             assert!(bytes.len() <= limits.max_message);
+                            assert!(in_message < limits.max_fragments);
                             in_message = 0;
                         }
                         Message::Ping(bytes) | Message::Pong(bytes) => assert!(bytes.len() <= 125),

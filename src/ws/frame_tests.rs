@@ -310,3 +310,18 @@ fn text_is_utf8_across_fragment_boundaries() {
         Some(&Ok(Message::Binary(Bytes::from_static(b"\xFF\xFE"))))
     );
 }
+
+#[test]
+fn with_one_fragment_allowed_a_continuation_is_refused() {
+    let limits = ReaderLimits {
+        max_message: 1024,
+        max_fragments: 1,
+    };
+    let mut bytes = client(0x01, b"{");
+    bytes.extend(client(0x80, b"}"));
+    let mut reader = FrameReader::new(limits, &[]);
+    assert_eq!(
+        read_all(&mut reader, &bytes),
+        vec![Ok(Message::Fragment), Err(ReadError::TooManyFragments)]
+    );
+}
