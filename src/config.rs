@@ -36,6 +36,11 @@ pub const DEFAULT_REDIS_PREFIX: &str = "eventide:";
 
 /// Default largest client WebSocket message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The largest `EVENTIDE_MAX_MESSAGE_BYTES` accepted: a client frame is read whole, so
+/// this bounds what one socket can make the node buffer.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 16 * 1024 * 1024;
+/// Default most frames one client message may come in.
+pub const DEFAULT_MAX_FRAGMENTS: usize = 64;
 /// Default rooms per connection.
 pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 100;
 /// Default sustained client frames per second.
@@ -246,6 +251,10 @@ pub struct Limits {
     #[arg(long, env = "EVENTIDE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = number::<usize>)]
     pub max_message_bytes: usize,
 
+    /// Most frames one client WebSocket message may come in (more: close 1009).
+    #[arg(long, env = "EVENTIDE_MAX_FRAGMENTS", default_value_t = DEFAULT_MAX_FRAGMENTS, value_parser = number::<usize>)]
+    pub max_fragments: usize,
+
     /// Rooms one connection may be in at once (beyond: `too_many_rooms`).
     #[arg(long, env = "EVENTIDE_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_ROOMS_PER_CONNECTION, value_parser = number::<usize>)]
     pub max_rooms_per_connection: usize,
@@ -295,6 +304,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
             max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
             max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,
             max_frame_burst: DEFAULT_MAX_FRAME_BURST,
@@ -374,6 +384,15 @@ impl Settings {
                 "EVENTIDE_MAX_MESSAGE_BYTES: must be at least 1024, got {}",
                 self.limits.max_message_bytes
             ));
+        }
+        if self.limits.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
+            return Err(format!(
+                "EVENTIDE_MAX_MESSAGE_BYTES: must be at most {MAX_MESSAGE_BYTES_CEILING}, got {}",
+                self.limits.max_message_bytes
+            ));
+        }
+        if self.limits.max_fragments == 0 {
+            return Err("EVENTIDE_MAX_FRAGMENTS: must be at least 1".into());
         }
         if self.limits.max_pending_bytes < self.limits.max_message_bytes {
             return Err(format!(

@@ -11,4 +11,4 @@ mod time;
 pub use events::{availability_frame, Action};
 pub use model::{validate, NewSlot, Slot, SlotPatch, SlotStatus, MAX_NOTE_CHARS};
 pub use store::{Availability, AvailabilityStore, StoreError};
-pub use time::{parse_time, MAX_YEAR, MIN_YEAR};
+pub use time::{parse_time, reads_as_time, MAX_YEAR, MIN_YEAR};

@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{parse_time, AvailabilityStore, NewSlot, Slot, SlotPatch};
+use super::{parse_time, reads_as_time, AvailabilityStore, NewSlot, Slot, SlotPatch};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, JsonBody};
 
 /// `from`/`to` of the list: slots overlapping [`from`, `to`). Read as text and parsed
-/// by [`parse_time`], so a bad time is a 422 naming the parameter, as in bodies.
+/// by [`parse_time`]: what is not a time at all does not parse (400), a time the hub
+/// does not take (outside years 0001–9999) is a 422 as in bodies; both name the
+/// parameter.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -30,14 +32,19 @@ pub struct Window {
 type Bound = Option<DateTime<Utc>>;
 
 impl Window {
-    /// The window's bounds; a bad time is a 422 naming `from` or `to`.
+    /// The window's bounds; a bad time is a 400 or a 422 naming `from` or `to`.
     fn bounds(&self) -> Result<(Bound, Bound), ApiError> {
         let parse = |name: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|v| parse_time(name, v))
-                .transpose()
-                .map_err(ApiError::Unprocessable)
+            let Some(value) = value.as_deref() else {
+                return Ok(None);
+            };
+            parse_time(name, value).map(Some).map_err(|why| {
+                if reads_as_time(value) {
+                    ApiError::Unprocessable(why)
+                } else {
+                    ApiError::BadRequest(why)
+                }
+            })
         };
         Ok((parse("from", &self.from)?, parse("to", &self.to)?))
     }
@@ -101,9 +108,9 @@ fn may_manage(caller: &Caller, provider_id: i64) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "The slots and the version they reflect", body = AvailabilityDoc),
-        (status = 400, description = "A bad `providerId`, `to` before `from`, or an unknown query parameter", body = ErrorBody),
+        (status = 400, description = "A bad `providerId`, `from` or `to` that is not a time, `to` before `from`, or an unknown query parameter", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 422, description = "`from` or `to` is not an RFC 3339 time with a four-digit year", body = ErrorBody),
+        (status = 422, description = "`from` or `to` is a time outside years 0001–9999 (in UTC) or not written with a four-digit year", body = ErrorBody),
         (status = 503, description = "The database is busy or down; retry", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -38,6 +38,13 @@ pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, String> {
     Ok(utc)
 }
 
+/// Whether `value` is a time at all, if not one the hub takes: RFC 3339 as chrono
+/// reads it, expanded years (`+10000-…`) included. A query parameter that is not is
+/// `400` (it does not parse); one that is but was refused by [`parse_time`] is `422`.
+pub fn reads_as_time(value: &str) -> bool {
+    value.parse::<DateTime<chrono::FixedOffset>>().is_ok()
+}
+
 fn field<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<DateTime<Utc>, D::Error> {
     let value = String::deserialize(d)?;
     parse_time(name, &value).map_err(serde::de::Error::custom)
@@ -101,6 +108,22 @@ mod tests {
         ] {
             let err = parse_time("endsAt", bad).unwrap_err();
             assert!(err.contains("`endsAt`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_time_outside_the_four_digit_years_is_still_a_time() {
+        for time in [
+            "+10000-01-02T00:00:00Z",
+            "-5000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:00:00-02:00",
+            "2030-01-01T09:00:00Z",
+        ] {
+            assert!(reads_as_time(time), "{time}");
+        }
+        for not_a_time in ["yesterday-ish", "2030-01-01", "2030-01-01T25:00:00Z", ""] {
+            assert!(!reads_as_time(not_a_time), "{not_a_time}");
         }
     }
 }

@@ -5,10 +5,12 @@
 //! not mask), so an event's shared bytes go to every recipient's socket in one vectored
 //! write with no copy.
 //!
-//! Reading: [`FrameReader`] takes bytes as they arrive and yields whole messages
-//! (continuations joined), refusing what the protocol or the message limit forbids
-//! with the close code the peer must get. Its buffer starts small, grows only for a
-//! frame larger than it, and shrinks back once that frame is consumed.
+//! Reading: [`FrameReader`] takes bytes as they arrive and yields one item per frame:
+//! a whole message (continuations joined) or a fragment of one, refusing what RFC
+//! 6455 §5 and §7 or the limits forbid with the close code the peer must get (text is
+//! checked to be UTF-8 as its fragments come, a code point may be cut between them).
+//! Its buffer starts small, grows only with the bytes that arrive, and shrinks back
+//! once a large frame is consumed.
 
 use actix_web::web::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
@@ -88,20 +90,27 @@ pub enum Message {
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
-    /// The close code and reason, if the client sent one.
+    /// The close code and reason, if the client sent one: a code a close frame may
+    /// carry ([`close_code_allowed`]) and a UTF-8 reason.
     Close(Option<(u16, Bytes)>),
+    /// A data frame that does not finish its message: nothing to handle yet, but a
+    /// frame all the same (it counts against the frame rate).
+    Fragment,
 }
 
 /// Why the client's stream was refused: the close code to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadError {
     /// 1002: unmasked, reserved bits, an unknown opcode, a bad continuation, a long or
-    /// fragmented control frame.
+    /// fragmented control frame, a 64-bit length with its top bit set, a close frame
+    /// of one byte or with a code no endpoint may send.
     Protocol,
-    /// 1007: a text message that is not UTF-8.
+    /// 1007: a text message (or a close reason) that is not UTF-8.
     NotUtf8,
-    /// 1009: a message over the limit.
+    /// 1009: a message over the byte limit.
     TooBig,
+    /// 1009: a message in more fragments than the limit.
+    TooManyFragments,
 }
 
 impl ReadError {
@@ -110,35 +119,141 @@ impl ReadError {
         match self {
             ReadError::Protocol => 1002,
             ReadError::NotUtf8 => 1007,
-            ReadError::TooBig => 1009,
+            ReadError::TooBig | ReadError::TooManyFragments => 1009,
         }
+    }
+}
+
+/// What a reader refuses beyond the protocol's own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderLimits {
+    /// The largest message, its fragments together.
+    pub max_message: usize,
+    /// The most frames one message may come in.
+    pub max_fragments: usize,
+}
+
+/// Whether a close frame may carry `code` (RFC 6455 §7.4): 1000–1003, 1007–1014 and
+/// 3000–4999. The others are reserved, or (1005, 1006, 1015) never sent on the wire.
+pub fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A client frame's header, checked against the protocol's rules for one frame.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    fin: bool,
+    opcode: OpCode,
+    /// The payload length, at most `max_message` (so adding it to a header length or
+    /// a message's size never overflows).
+    len: usize,
+    /// Header bytes, mask included.
+    size: usize,
+    mask: [u8; 4],
+}
+
+impl Header {
+    /// Parses the header at the start of `buf`: `None` until all of it (up to 14 bytes)
+    /// has come. Only then is anything refused, in this order: the opcode, reserved
+    /// bits, the mask, the control-frame rules, a length with its top bit set, and
+    /// last a frame over `max_message`.
+    fn parse(buf: &[u8], max_message: usize) -> Result<Option<Header>, ReadError> {
+        let [first, second, ..] = *buf else {
+            return Ok(None);
+        };
+        let (len_bytes, masked) = match second & 0x7f {
+            126 => (2, second & 0x80 != 0),
+            127 => (8, second & 0x80 != 0),
+            _ => (0, second & 0x80 != 0),
+        };
+        let size = 2 + len_bytes + if masked { 4 } else { 0 };
+        if buf.len() < size {
+            return Ok(None);
+        }
+        let len = match len_bytes {
+            0 => u64::from(second & 0x7f),
+            2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+            _ => u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
+        };
+        let fin = first & 0x80 != 0;
+        let opcode = OpCode::from_bits(first & 0x0f).ok_or(ReadError::Protocol)?;
+        if first & 0x70 != 0 || !masked {
+            // No extension is negotiated, and clients must mask.
+            return Err(ReadError::Protocol);
+        }
+        if opcode.is_control() && (!fin || len > MAX_CONTROL_PAYLOAD as u64) {
+            return Err(ReadError::Protocol);
+        }
+        if len >> 63 != 0 {
+            return Err(ReadError::Protocol);
+        }
+        if len > max_message as u64 {
+            return Err(ReadError::TooBig);
+        }
+        let mask = buf[size - 4..size].try_into().expect("4 bytes");
+        Ok(Some(Header {
+            fin,
+            opcode,
+            len: len as usize,
+            size,
+            mask,
+        }))
+    }
+}
+
+/// A message whose last frame has not come yet.
+struct Partial {
+    opcode: OpCode,
+    /// Its payload so far: at most `max_message` bytes.
+    parts: BytesMut,
+    /// Frames so far: at most `max_fragments`.
+    fragments: usize,
+    /// For text, how far `parts` is known to be UTF-8 (a code point cut between
+    /// frames is checked once its rest comes).
+    checked: usize,
+}
+
+impl Partial {
+    /// Checks the text received since the last check, allowing a code point cut at
+    /// the end: a message that can no longer be UTF-8 is refused at once.
+    fn check_text(&mut self) -> Result<(), ReadError> {
+        if self.opcode != OpCode::Text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.parts[self.checked..]) {
+            Ok(_) => self.checked = self.parts.len(),
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(ReadError::NotUtf8),
+        }
+        Ok(())
     }
 }
 
 /// Reads client frames into messages.
 pub struct FrameReader {
-    /// Bytes read and not yet parsed. Its capacity is `SMALL_READ_BUFFER` except while
-    /// a frame larger than that is being read (`shrink` brings it back after), or none
-    /// while nothing is unread (`release_if_empty`).
+    /// Bytes read and not yet parsed. It grows only as bytes arrive (doubling when
+    /// full), never by the length a header announces; so it holds at most about twice
+    /// one frame (a frame is at most `max_message` plus its header). While nothing
+    /// is unread it is released (`release_if_empty`), and after a large frame it
+    /// shrinks back to `SMALL_READ_BUFFER` (`shrink`).
     buffer: BytesMut,
-    /// The fragments of a message whose last frame has not come yet; their total is at
-    /// most `max_message`.
-    partial: Option<(OpCode, BytesMut)>,
-    max_message: usize,
-    /// Set while `buffer` was grown past `SMALL_READ_BUFFER` for a large frame.
+    partial: Option<Partial>,
+    limits: ReaderLimits,
+    /// Set while `buffer`'s allocation was grown past `SMALL_READ_BUFFER` (its view
+    /// may look small once a large frame was split off it).
     grown: bool,
 }
 
 impl FrameReader {
-    /// A reader refusing messages over `max_message` bytes, starting from `unread`
-    /// (bytes that came with the handshake).
-    pub fn new(max_message: usize, unread: &[u8]) -> Self {
+    /// A reader within `limits`, starting from `unread` (bytes that came with the
+    /// handshake).
+    pub fn new(limits: ReaderLimits, unread: &[u8]) -> Self {
         let mut buffer = BytesMut::with_capacity(SMALL_READ_BUFFER.max(unread.len()));
         buffer.extend_from_slice(unread);
         FrameReader {
             buffer,
             partial: None,
-            max_message,
+            limits,
             grown: false,
         }
     }
@@ -146,91 +261,86 @@ impl FrameReader {
     /// Where the next read goes: the buffer, with room for at least one more byte.
     pub fn buffer(&mut self) -> &mut BytesMut {
         if self.buffer.capacity() == self.buffer.len() {
-            self.buffer.reserve(SMALL_READ_BUFFER);
+            let more = self.buffer.len().max(SMALL_READ_BUFFER);
+            self.buffer.reserve(more);
+            self.grown |= self.buffer.capacity() > SMALL_READ_BUFFER;
         }
         &mut self.buffer
     }
 
-    /// The next whole message, `None` if more bytes are needed.
+    /// What the next frame makes: a whole message, a [`Message::Fragment`] for a frame
+    /// that does not finish its message, or `None` if more bytes are needed. Each
+    /// frame gives exactly one item, so that every frame can be counted.
     pub fn next_message(&mut self) -> Result<Option<Message>, ReadError> {
-        loop {
-            let Some((fin, opcode, payload)) = self.next_frame()? else {
-                return Ok(None);
-            };
-            if opcode.is_control() {
-                return Ok(Some(control(opcode, payload)?));
+        let Some(header) = Header::parse(&self.buffer, self.limits.max_message)? else {
+            return Ok(None);
+        };
+        if !header.opcode.is_control() {
+            self.check_sequence(&header)?;
+        }
+        if self.buffer.len() - header.size < header.len {
+            return Ok(None);
+        }
+        self.buffer.advance(header.size);
+        let mut payload = self.buffer.split_to(header.len);
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= header.mask[i % 4];
+        }
+        self.shrink();
+        let payload = payload.freeze();
+        if header.opcode.is_control() {
+            return control(header.opcode, payload).map(Some);
+        }
+        let whole = match self.partial.take() {
+            None if header.fin => (header.opcode, payload),
+            None => {
+                let mut partial = Partial {
+                    opcode: header.opcode,
+                    parts: BytesMut::from(&payload[..]),
+                    fragments: 1,
+                    checked: 0,
+                };
+                partial.check_text()?;
+                self.partial = Some(partial);
+                return Ok(Some(Message::Fragment));
             }
-            let whole = match (opcode, self.partial.take()) {
-                (OpCode::Continuation, None) => return Err(ReadError::Protocol),
-                (OpCode::Continuation, Some((first, mut parts))) => {
-                    if parts.len() + payload.len() > self.max_message {
-                        return Err(ReadError::TooBig);
-                    }
-                    parts.extend_from_slice(&payload);
-                    if !fin {
-                        self.partial = Some((first, parts));
-                        continue;
-                    }
-                    (first, parts.freeze())
+            Some(mut partial) => {
+                partial.parts.extend_from_slice(&payload);
+                partial.fragments += 1;
+                if !header.fin {
+                    partial.check_text()?;
+                    self.partial = Some(partial);
+                    return Ok(Some(Message::Fragment));
                 }
-                (_, Some(_)) => return Err(ReadError::Protocol),
-                (first, None) if !fin => {
-                    self.partial = Some((first, BytesMut::from(&payload[..])));
-                    continue;
-                }
-                (first, None) => (first, payload),
-            };
-            self.shrink();
-            return match whole {
-                (OpCode::Text, text) => ByteString::try_from(text)
-                    .map(|text| Some(Message::Text(text)))
-                    .map_err(|_| ReadError::NotUtf8),
-                (_, binary) => Ok(Some(Message::Binary(binary))),
-            };
+                (partial.opcode, partial.parts.freeze())
+            }
+        };
+        match whole {
+            (OpCode::Text, text) => ByteString::try_from(text)
+                .map(|text| Some(Message::Text(text)))
+                .map_err(|_| ReadError::NotUtf8),
+            (_, binary) => Ok(Some(Message::Binary(binary))),
         }
     }
 
-    /// One whole frame, unmasked.
-    fn next_frame(&mut self) -> Result<Option<(bool, OpCode, Bytes)>, ReadError> {
-        let buf = &self.buffer[..];
-        if buf.len() < 2 {
-            return Ok(None);
-        }
-        let (fin, reserved) = (buf[0] & 0x80 != 0, buf[0] & 0x70);
-        let opcode = OpCode::from_bits(buf[0] & 0x0f).ok_or(ReadError::Protocol)?;
-        if reserved != 0 || buf[1] & 0x80 == 0 {
-            // Clients must mask; no extension is negotiated.
-            return Err(ReadError::Protocol);
-        }
-        let (len, at) = match buf[1] & 0x7f {
-            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
-            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()), 10),
-            126 | 127 => return Ok(None),
-            len => (len as u64, 2),
-        };
-        if opcode.is_control() && (!fin || len > MAX_CONTROL_PAYLOAD as u64) {
-            return Err(ReadError::Protocol);
-        }
-        if len > self.max_message as u64 {
-            return Err(ReadError::TooBig);
-        }
-        let len = len as usize;
-        let total = at + 4 + len;
-        if buf.len() < total {
-            // Room for the whole frame, and no more than it needs.
-            if total > SMALL_READ_BUFFER {
-                self.grown = true;
+    /// Refuses a data frame that cannot come now, before its payload is read: a
+    /// continuation of nothing, a new message before the last one finished, or one
+    /// that would pass the size or fragment limit.
+    fn check_sequence(&self, header: &Header) -> Result<(), ReadError> {
+        match (&self.partial, header.opcode) {
+            (None, OpCode::Continuation) => Err(ReadError::Protocol),
+            (None, _) => Ok(()),
+            (Some(_), opcode) if opcode != OpCode::Continuation => Err(ReadError::Protocol),
+            (Some(partial), _) => {
+                if header.len > self.limits.max_message - partial.parts.len() {
+                    Err(ReadError::TooBig)
+                } else if partial.fragments >= self.limits.max_fragments {
+                    Err(ReadError::TooManyFragments)
+                } else {
+                    Ok(())
+                }
             }
-            self.buffer.reserve(total - self.buffer.len());
-            return Ok(None);
         }
-        let mask: [u8; 4] = buf[at..at + 4].try_into().unwrap();
-        self.buffer.advance(at + 4);
-        let mut payload = self.buffer.split_to(len);
-        for (i, byte) in payload.iter_mut().enumerate() {
-            *byte ^= mask[i % 4];
-        }
-        Ok(Some((fin, opcode, payload.freeze())))
     }
 
     /// Gives a buffer grown for a large frame back, keeping what is unread. (A frame's
@@ -258,6 +368,11 @@ impl FrameReader {
     pub fn capacity(&self) -> usize {
         self.buffer.capacity()
     }
+
+    /// Whether a message's first frames came and its last has not.
+    pub fn in_message(&self) -> bool {
+        self.partial.is_some()
+    }
 }
 
 fn control(opcode: OpCode, payload: Bytes) -> Result<Message, ReadError> {
@@ -269,6 +384,9 @@ fn control(opcode: OpCode, payload: Bytes) -> Result<Message, ReadError> {
             1 => return Err(ReadError::Protocol),
             _ => {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
+                if !close_code_allowed(code) {
+                    return Err(ReadError::Protocol);
+                }
                 let reason = payload.slice(2..);
                 if std::str::from_utf8(&reason).is_err() {
                     return Err(ReadError::NotUtf8);
@@ -282,3 +400,7 @@ fn control(opcode: OpCode, payload: Bytes) -> Result<Message, ReadError> {
 #[cfg(test)]
 #[path = "frame_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "frame_differential.rs"]
+mod differential;

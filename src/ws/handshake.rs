@@ -12,7 +12,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::web;
 use serde::Deserialize;
 
-use super::route::WsContext;
+use super::context::WsContext;
 use super::{ConnectionSlot, Full};
 use crate::auth::{bearer_token, revoked, AuthError, Claims};
 use crate::error::ApiError;

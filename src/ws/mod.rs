@@ -7,6 +7,7 @@
 //! ([`socket`], [`outbox`], the [`frame`] codec and the vectored [`writer`]).
 
 mod connections;
+mod context;
 pub mod frame;
 mod handshake;
 mod joins;
@@ -21,9 +22,10 @@ pub mod upgrade;
 pub mod writer;
 
 pub use connections::{ConnectionCounter, ConnectionSlot, Full};
+pub use context::{SessionIds, WsContext};
 pub use origins::Origins;
 pub use rate_limit::{RateLimiter, Verdict};
-pub use route::{websocket, SessionIds, WsContext};
+pub use route::websocket;
 // The OpenAPI description of `websocket`, for `crate::openapi`.
 #[doc(hidden)]
 pub use route::__path_websocket;

@@ -143,7 +143,8 @@ impl Outbox {
     }
 
     /// Hands what is left to a task on this thread: it writes the queued frames
-    /// (within [`CLOSE_GRACE`]), half-closes and lingers; the socket closes after.
+    /// (within [`CLOSE_GRACE`]), half-closes and lingers; the socket closes after,
+    /// and only then is its connection slot freed (it goes with the socket).
     pub fn finish(&mut self) {
         let writer = std::mem::replace(&mut self.writer, SocketWriter::new(0));
         let connection = self.connection.clone();

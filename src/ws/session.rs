@@ -3,10 +3,11 @@
 //! It registers with its thread's registry shard (through the [`Hub`](crate::rooms::Hub))
 //! when it starts and deregisters when it stops; takes what the shard hands it
 //! through its inbox (events, closes, heartbeats); parses, rate-limits and authorizes
-//! client frames; runs room requests in the client's order ([`Rooms`]); on each
-//! heartbeat pings the client and drops it when silent; closes with 4001 when its
-//! token expires; and writes every frame straight to its own socket through a
-//! byte-bounded [`Outbox`].
+//! client frames ([`frames`]: every frame counts, and a fragmented message must be
+//! finished within the client timeout); runs room requests in the client's order
+//! ([`Rooms`]); on each heartbeat pings the client and drops it when silent, or when
+//! a message it began stays unfinished; closes with 4001 when its token expires; and
+//! writes every frame straight to its own socket through a byte-bounded [`Outbox`].
 //!
 //! Joining: the session joins its shard first, which answers where the room's stream
 //! stands on this node (version `p`); live events after `p` arrive meanwhile and are
@@ -19,22 +20,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod frames;
 mod rooms;
 
 use actix::prelude::*;
-use actix_web::web::Bytes;
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use super::close_code::{AGAIN, AWAY, NORMAL, POLICY, REVOKED, TOKEN_EXPIRED};
-use super::frame::{Message, ReadError};
+use super::context::WsContext;
+use super::frame::ReaderLimits;
 use super::joins::{RoomRequest, Rooms};
 use super::outbox::Outbox;
 use super::protocol::{self, ClientRequest, ErrorCode, FrameError};
-use super::rate_limit::{RateLimiter, Verdict};
-use super::route::WsContext;
+use super::rate_limit::RateLimiter;
 use super::socket::{Connection, Incoming};
-use super::ConnectionSlot;
 use crate::auth::Claims;
 use crate::rooms::{inbox, InboxLimits, Link, Mailbox, SessionId, SessionMsg};
 
@@ -57,7 +57,12 @@ pub struct WsSession {
     expiry: Option<SpawnHandle>,
     /// Set once the hub closes the socket: later frames go nowhere and are not counted.
     closing: bool,
-    _slot: ConnectionSlot,
+    /// When the first frame of a message still unfinished came; the message must be
+    /// finished within the client timeout.
+    message_since: Option<Instant>,
+    /// Set when a fragment of the unfinished message was refused by the rate limit:
+    /// the whole message is then dropped.
+    message_refused: bool,
 }
 
 impl WsSession {
@@ -69,13 +74,15 @@ impl WsSession {
         context: Arc<WsContext>,
         connection: Rc<Connection>,
         unread: &[u8],
-        slot: ConnectionSlot,
     ) {
-        let max_message = context.limits.max_message_bytes;
-        let incoming = Incoming::new(connection.clone(), max_message, unread);
+        let limits = ReaderLimits {
+            max_message: context.limits.max_message_bytes,
+            max_fragments: context.limits.max_fragments,
+        };
+        let incoming = Incoming::new(connection.clone(), limits, unread);
         WsSession::create(move |ctx| {
             ctx.add_stream(incoming);
-            WsSession::new(id, claims, context, connection, slot)
+            WsSession::new(id, claims, context, connection)
         });
     }
 
@@ -84,7 +91,6 @@ impl WsSession {
         claims: Claims,
         context: Arc<WsContext>,
         connection: Rc<Connection>,
-        slot: ConnectionSlot,
     ) -> Self {
         let limits = &context.limits;
         let now = Instant::now();
@@ -104,7 +110,8 @@ impl WsSession {
             last_heard: now,
             expiry: None,
             closing: false,
-            _slot: slot,
+            message_since: None,
+            message_refused: false,
         }
     }
 
@@ -154,7 +161,7 @@ impl WsSession {
 
     fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
         log::info!(
-            "session {} ({}) closed by the hub: {why}",
+            "session {} ({:?}) closed by the hub: {why}",
             self.id,
             self.claims.sub
         );
@@ -171,7 +178,7 @@ impl WsSession {
         }
         self.context.metrics.slow_consumers.inc();
         log::warn!(
-            "session {} ({}) is a slow consumer: {} bytes unsent; closing with 1013",
+            "session {} ({:?}) is a slow consumer: {} bytes unsent; closing with 1013",
             self.id,
             self.claims.sub,
             self.outbox.pending_bytes()
@@ -208,8 +215,15 @@ impl WsSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_heard.elapsed() > self.context.limits.client_timeout() {
+        let timeout = self.context.limits.client_timeout();
+        if self.last_heard.elapsed() > timeout {
             self.close(NORMAL, "heartbeat timeout", ctx);
+        } else if self
+            .message_since
+            .is_some_and(|since| since.elapsed() > timeout)
+        {
+            // Pongs keep a socket alive, not a message it never finishes.
+            self.close(POLICY, "a fragmented message was not finished in time", ctx);
         } else if !self.closing {
             if self.expiry.is_none() {
                 self.schedule_expiry(ctx);
@@ -301,7 +315,7 @@ impl Actor for WsSession {
         }
         self.schedule_expiry(ctx);
         log::info!(
-            "session {} connected: sub={} role={}",
+            "session {} connected: sub={:?} role={}",
             self.id,
             self.claims.sub,
             self.claims.role.as_str()
@@ -316,7 +330,11 @@ impl Actor for WsSession {
         if let Some(link) = &self.link {
             link.disconnect();
         }
-        log::info!("session {} disconnected: sub={}", self.id, self.claims.sub);
+        log::info!(
+            "session {} disconnected: sub={:?}",
+            self.id,
+            self.claims.sub
+        );
     }
 }
 
@@ -365,89 +383,5 @@ impl WsSession {
             SessionMsg::GoingAway => self.close(AWAY, "server shutting down", ctx),
             SessionMsg::Heartbeat => self.heartbeat(ctx),
         }
-    }
-}
-
-impl StreamHandler<Result<Message, ReadError>> for WsSession {
-    fn handle(&mut self, item: Result<Message, ReadError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
-        let message = match item {
-            Ok(message) => message,
-            Err(refused) => {
-                let why = match refused {
-                    ReadError::Protocol => "protocol error",
-                    ReadError::NotUtf8 => "text that is not UTF-8",
-                    ReadError::TooBig => "message too big",
-                };
-                return self.close(refused.close_code(), why, ctx);
-            }
-        };
-        if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            self.context.metrics.frames_received.inc();
-        }
-        if matches!(
-            message,
-            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
-        ) {
-            match self.limiter.check(Instant::now()) {
-                Verdict::Allow => {}
-                Verdict::Refuse => {
-                    self.context.metrics.rate_limited.inc();
-                    let error = FrameError {
-                        code: ErrorCode::RateLimited,
-                        message: format!(
-                            "more than {} frames per second; this frame was dropped",
-                            self.context.limits.max_frames_per_sec
-                        ),
-                    };
-                    // A binary frame or a ping has no `ref`; a text frame may.
-                    let reference = match &message {
-                        Message::Text(text) => protocol::reference_of(text),
-                        _ => None,
-                    };
-                    return self.send_error(reference.as_ref(), &error, ctx);
-                }
-                Verdict::Disconnect => {
-                    return self.close(POLICY, "rate limit exceeded", ctx);
-                }
-            }
-        }
-        match message {
-            Message::Text(text) => self.on_text(&text, ctx),
-            Message::Binary(_) => {
-                // A binary frame is not JSON, so it carries no `ref` to echo.
-                let error =
-                    FrameError::bad_request("binary frames are not supported: send JSON text");
-                self.send_error(None, &error, ctx);
-            }
-            Message::Ping(payload) => {
-                if !self.closing {
-                    match self.outbox.pong(payload) {
-                        Ok(()) => self.after_send(ctx),
-                        Err(_) => self.drop_slow_consumer(ctx),
-                    }
-                }
-            }
-            Message::Pong(_) => {}
-            Message::Close(reason) => {
-                log::debug!("session {}: client closed ({reason:?})", self.id);
-                self.closing = true;
-                self.outbox.close(echoed_close_code(reason), "");
-                ctx.stop();
-            }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-/// The code to answer a client's close frame with: its own, as RFC 6455 asks, unless
-/// it is one no endpoint may send (then, like no code at all, 1000).
-fn echoed_close_code(reason: Option<(u16, Bytes)>) -> u16 {
-    match reason {
-        Some((code, _)) if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) => code,
-        _ => NORMAL,
     }
 }

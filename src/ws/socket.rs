@@ -3,10 +3,12 @@
 //! [`Connection`] is the TCP stream, shared (on the session's own thread) by the
 //! reader, the session's [`Outbox`](super::outbox::Outbox) and, after the session
 //! ends, the task that flushes its last frames. When the last of them lets go, the
-//! socket closes.
+//! socket closes, and only then is its [`ConnectionSlot`] given back: a closing socket
+//! still counts against `EVENTIDE_MAX_CONNECTIONS`.
 //!
 //! [`Incoming`] reads the client's frames with a [`FrameReader`]: a small buffer that
-//! grows only for a large frame, and no buffer at all while the client is quiet.
+//! grows only with the bytes that arrive, and no buffer at all while the client is
+//! quiet. It yields one item per frame, so the session counts every frame.
 
 use std::io;
 use std::pin::Pin;
@@ -17,18 +19,31 @@ use futures_util::Stream;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::frame::{FrameReader, Message, ReadError};
+use super::frame::{FrameReader, Message, ReadError, ReaderLimits};
 use super::writer::TryWrite;
+use super::ConnectionSlot;
 
-/// One client's TCP stream.
+/// `sendmsg` flags: no `SIGPIPE` when the client has reset the connection (an error
+/// instead), whatever the embedding process does with that signal.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// One client's TCP stream and the slot it holds.
 pub struct Connection {
+    /// Declared before `_slot`: the descriptor closes first, then the slot is freed.
     stream: TcpStream,
+    _slot: ConnectionSlot,
 }
 
 impl Connection {
-    /// Wraps an upgraded stream.
-    pub fn new(stream: TcpStream) -> Rc<Connection> {
-        Rc::new(Connection { stream })
+    /// Wraps an upgraded stream, which holds `slot` until it closes.
+    pub fn new(stream: TcpStream, slot: ConnectionSlot) -> Rc<Connection> {
+        Rc::new(Connection {
+            stream,
+            _slot: slot,
+        })
     }
 
     /// The stream, for waiting on readiness.
@@ -47,7 +62,7 @@ impl TryWrite for Connection {
     /// (`writev` on a socket costs a few percent more per frame in the kernel).
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.stream.try_io(Interest::WRITABLE, || {
-            socket2::SockRef::from(&self.stream).send_vectored(bufs)
+            socket2::SockRef::from(&self.stream).send_vectored_with_flags(bufs, SEND_FLAGS)
         })
     }
 }
@@ -61,18 +76,20 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Reads `connection`, starting with `unread` (bytes that came with the handshake).
-    pub fn new(connection: Rc<Connection>, max_message: usize, unread: &[u8]) -> Self {
+    /// Reads `connection` within `limits`, starting with `unread` (bytes that came
+    /// with the handshake).
+    pub fn new(connection: Rc<Connection>, limits: ReaderLimits, unread: &[u8]) -> Self {
         Incoming {
             connection,
-            reader: FrameReader::new(max_message, unread),
+            reader: FrameReader::new(limits, unread),
             done: false,
         }
     }
 }
 
 impl Stream for Incoming {
-    /// A whole message, or why the stream was refused (its close code); the stream ends
+    /// One per frame: a whole message or a fragment, or why the stream was refused
+    /// (its close code); the stream ends
     /// after an error, at the client's end of stream, or when the socket fails.
     type Item = Result<Message, ReadError>;
 

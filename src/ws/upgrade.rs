@@ -8,7 +8,8 @@
 //!
 //! Nothing of the HTTP connection outlives the handshake: actix-http's task for it
 //! ends once the session has started. So sockets are counted against
-//! `EVENTIDE_MAX_CONNECTIONS` by the handshake checks, not by the HTTP server, and at
+//! `EVENTIDE_MAX_CONNECTIONS` by the handshake checks (the slot then goes with the
+//! socket and is freed when its descriptor closes), not by the HTTP server, and at
 //! shutdown the hub closes them itself (1001) before the server stops.
 
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use actix_web::ResponseError;
 use futures_util::SinkExt;
 use tokio::net::TcpStream;
 
+use super::context::WsContext;
 use super::handshake::{accept, admit, Admitted};
-use super::route::WsContext;
 use super::socket::Connection;
 use super::WsSession;
 use crate::error::ApiError;
@@ -95,8 +96,8 @@ fn serve(context: Arc<WsContext>, admitted: Admitted, framed: Framed<TcpStream, 
     let parts = framed.into_parts();
     let Admitted { claims, slot } = admitted;
     let id = context.ids.next();
-    let connection = Connection::new(parts.io);
-    WsSession::start(id, claims, context, connection, &parts.read_buf, slot);
+    let connection = Connection::new(parts.io, slot);
+    WsSession::start(id, claims, context, connection, &parts.read_buf);
 }
 
 /// Sends `error` as a route would (status, headers, JSON body) and closes.

@@ -100,6 +100,16 @@ fn values_that_parse_but_make_no_sense_are_named_too() {
         &output,
         "EVENTIDE_JWT_JWKS_REFRESH_SECS: must be at least 1",
     );
+    let output = run(
+        &[],
+        &[secret, addr, ("EVENTIDE_MAX_MESSAGE_BYTES", "1073741824")],
+    );
+    assert_refused(
+        &output,
+        "EVENTIDE_MAX_MESSAGE_BYTES: must be at most 16777216, got 1073741824",
+    );
+    let output = run(&[], &[secret, addr, ("EVENTIDE_MAX_FRAGMENTS", "0")]);
+    assert_refused(&output, "EVENTIDE_MAX_FRAGMENTS: must be at least 1");
     let output = run(&[], &[secret, addr, ("EVENTIDE_REDIS_URL", "nope")]);
     assert_refused(&output, "EVENTIDE_REDIS_URL: invalid Redis URL");
     let output = run(

@@ -1,12 +1,14 @@
 //! Integration tests: the real hub on a loopback port, real SQLite, real HTTP and
 //! WebSocket clients. One test binary, so one build serves every test.
 
+mod abuse;
 mod anti_entropy;
 mod asyncapi;
 mod auth;
 mod browser;
 mod cluster;
 mod config;
+mod conformance;
 mod epochs;
 mod faults;
 mod healing;

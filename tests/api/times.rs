@@ -1,5 +1,6 @@
 //! Times in bodies and queries: RFC 3339 with a four-digit year (0001–9999 in UTC),
-//! anything else a 422 naming the field, on every backend, never a 201 or a 500.
+//! anything else a 422 naming the field (in a query, a 400 for what is not a time at
+//! all: it does not parse), on every backend, never a 201 or a 500.
 
 use serde_json::json;
 
@@ -74,7 +75,7 @@ async fn body_times_outside_four_digit_years_are_422(backend: Backend) {
 async fn query_times_outside_four_digit_years_are_422(backend: Backend) {
     let app = TestApp::builder().backend(backend).spawn().await;
     let list = "/api/providers/9/availability";
-    for bad in OUT_OF_RANGE.iter().chain(&["yesterday", "2030-01-01"]) {
+    for bad in OUT_OF_RANGE {
         // `+` must be escaped in a query, or it reads as a space.
         let encoded = bad.replace('+', "%2B");
         for param in ["from", "to"] {
@@ -82,6 +83,32 @@ async fn query_times_outside_four_digit_years_are_422(backend: Backend) {
                 .get(&format!("{list}?{param}={encoded}"), &admin())
                 .await;
             assert_eq!(status, 422, "{param}={bad}: {err}");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{param}`")),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// A query parameter that is not a time at all does not parse: 400, naming it.
+async fn query_values_that_are_not_times_are_400(backend: Backend) {
+    let app = TestApp::builder().backend(backend).spawn().await;
+    let list = "/api/providers/9/availability";
+    for bad in [
+        "yesterday-ish",
+        "yesterday",
+        "2030-01-01",
+        "2030-13-01T00:00:00Z",
+        "",
+    ] {
+        for param in ["from", "to"] {
+            let (status, err) = app.get(&format!("{list}?{param}={bad}"), &admin()).await;
+            assert_eq!(status, 400, "{param}={bad}: {err}");
+            assert_eq!(err["error"]["code"], "bad_request", "{err}");
             assert!(
                 err["error"]["message"]
                     .as_str()
@@ -149,5 +176,6 @@ async fn the_first_and_last_four_digit_years_work(backend: Backend) {
 crate::on_both_backends!(
     body_times_outside_four_digit_years_are_422,
     query_times_outside_four_digit_years_are_422,
+    query_values_that_are_not_times_are_400,
     the_first_and_last_four_digit_years_work,
 );

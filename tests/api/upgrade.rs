@@ -141,7 +141,7 @@ async fn a_node_holding_its_most_sockets_refuses_the_next_with_503() {
     assert_eq!(status, 503);
     first.close().await;
     app.wait_for_sessions(1).await;
-    let mut third = app.ws(&provider(1)).await;
+    let mut third = app.ws_once_a_slot_frees(&provider(1)).await;
     third.join("provider-1", None).await;
 }
 

@@ -231,6 +231,25 @@ impl TestApp {
         WsClient::open(request).await
     }
 
+    /// Opens a socket with a bearer token once the hub has a slot for it: a closed
+    /// socket keeps its slot until the hub has closed its descriptor too, a moment
+    /// after the client's end. Panics if no slot frees within 5 s.
+    pub async fn ws_once_a_slot_frees(&self, token: &str) -> WsClient {
+        for _ in 0..200 {
+            let request = self.http().ws(self.ws_url()).bearer_auth(token);
+            match WsClient::open(request).await {
+                Ok(socket) => return socket,
+                Err(awc::error::WsClientError::InvalidResponseStatus(status))
+                    if status == 429 || status == 503 =>
+                {
+                    actix_web::rt::time::sleep(Duration::from_millis(25)).await
+                }
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+        panic!("no socket slot freed within 5 s");
+    }
+
     /// The status a handshake gets (101 on success).
     pub async fn handshake_status(&self, request: awc::ws::WebsocketsRequest) -> u16 {
         match request.connect().await {
