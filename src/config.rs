@@ -12,8 +12,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+mod delivery;
+mod parse;
+
+pub use delivery::*;
+#[cfg(test)]
+use parse::find_env;
+pub use parse::{describe_invalid_value, number, parse_addr};
 
 // Every default, once. The clap attributes, `Limits::default` and
 // `Settings::with_database` all read these, so `--help`, the tests and the docs agree.
@@ -157,89 +164,6 @@ pub struct Settings {
     /// How versioned rooms are delivered and recovered.
     #[command(flatten)]
     pub delivery: Delivery,
-}
-
-/// Default interval of the anti-entropy check, in milliseconds.
-pub const DEFAULT_ANTI_ENTROPY_MS: u64 = 2_000;
-/// Default time a room's change log may stay unreadable before its sockets close.
-pub const DEFAULT_RECOVERY_DEADLINE_SECS: u64 = 10;
-/// Default frame bytes each versioned room keeps in memory for rejoins.
-pub const DEFAULT_REPLAY_TAIL_BYTES: usize = 64 * 1024;
-/// Default frame bytes all rooms of a node keep in memory for rejoins.
-pub const DEFAULT_REPLAY_TAIL_NODE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How versioned rooms are delivered and recovered.
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Delivery")]
-pub struct Delivery {
-    /// Comma-separated patterns of rooms whose emitted events are versioned and kept
-    /// (exact names, or a prefix ending in `*`).
-    #[arg(long, env = "EVENTIDE_HISTORY_ROOMS", value_delimiter = ',')]
-    pub history_rooms: Vec<String>,
-
-    /// How often each node compares the versions it delivered with the change log, in
-    /// milliseconds: the longest a lost last event stays lost.
-    #[arg(long, env = "EVENTIDE_ANTI_ENTROPY_MS", default_value_t = DEFAULT_ANTI_ENTROPY_MS, value_parser = number::<u64>)]
-    pub anti_entropy_ms: u64,
-
-    /// Seconds a joined room's change log may stay unreadable before its sockets are
-    /// closed with 1013 (their clients reconnect and recover with `since`).
-    #[arg(long, env = "EVENTIDE_RECOVERY_DEADLINE_SECS", default_value_t = DEFAULT_RECOVERY_DEADLINE_SECS, value_parser = number::<u64>)]
-    pub recovery_deadline_secs: u64,
-
-    /// Bytes of its most recent frames each versioned room keeps in memory on each
-    /// worker it has members on: a `joinRoom` whose `since` falls inside them is
-    /// answered without reading the change log. 0 keeps none.
-    #[arg(long, env = "EVENTIDE_REPLAY_TAIL_BYTES", default_value_t = DEFAULT_REPLAY_TAIL_BYTES, value_parser = number::<usize>)]
-    pub replay_tail_bytes: usize,
-
-    /// Bytes the replay tails of all rooms of the node keep together, at most.
-    #[arg(long, env = "EVENTIDE_REPLAY_TAIL_NODE_BYTES", default_value_t = DEFAULT_REPLAY_TAIL_NODE_BYTES, value_parser = number::<usize>)]
-    pub replay_tail_node_bytes: usize,
-
-    /// A fail point for failure tests, never for production: every availability change
-    /// stops forever after its commit, before it is published, so a test can kill the
-    /// node at that moment.
-    #[arg(
-        long,
-        env = "EVENTIDE_TEST_PAUSE_AFTER_COMMIT",
-        default_value_t = false
-    )]
-    pub pause_after_commit: bool,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            history_rooms: Vec::new(),
-            anti_entropy_ms: DEFAULT_ANTI_ENTROPY_MS,
-            recovery_deadline_secs: DEFAULT_RECOVERY_DEADLINE_SECS,
-            replay_tail_bytes: DEFAULT_REPLAY_TAIL_BYTES,
-            replay_tail_node_bytes: DEFAULT_REPLAY_TAIL_NODE_BYTES,
-            pause_after_commit: false,
-        }
-    }
-}
-
-impl Delivery {
-    /// The anti-entropy interval (at least 50 ms).
-    pub fn anti_entropy_interval(&self) -> Duration {
-        Duration::from_millis(self.anti_entropy_ms.max(50))
-    }
-
-    /// How long recovery reads are retried before sockets are closed.
-    pub fn recovery_deadline(&self) -> Duration {
-        Duration::from_secs(self.recovery_deadline_secs.max(1))
-    }
-
-    /// The history room patterns that are set (an empty variable means none).
-    pub fn history_patterns(&self) -> Vec<String> {
-        self.history_rooms
-            .iter()
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect()
-    }
 }
 
 /// Limits that keep one client from hurting the others. All are configurable through
@@ -469,74 +393,6 @@ fn is_origin(origin: &str) -> bool {
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@'])
         && !rest.chars().any(char::is_whitespace)
-}
-
-/// Parses a listen address, saying what was wrong.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("invalid socket address {s:?} (expected IP:PORT, e.g. 127.0.0.1:8080)")
-    })
-}
-
-/// Parses a whole number, saying what was wrong.
-pub fn number<T: FromStr>(s: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    s.trim()
-        .parse()
-        .map_err(|e| format!("invalid number {s:?} ({e})"))
-}
-
-/// Rewrites clap's error for a value that does not parse so that it names what the
-/// operator set: `EVENTIDE_ADDR: invalid socket address "abc" (…)` when the value came
-/// from the environment, `--addr: …` when it came from the command line. `None` for any
-/// other error (unknown flag, `--help`, …), which clap reports itself.
-pub fn describe_invalid_value(
-    error: &clap::Error,
-    command: &clap::Command,
-    args: &[String],
-) -> Option<String> {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        error.kind(),
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue
-    ) {
-        return None;
-    }
-    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    // "--addr <ADDR>" → "addr"
-    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
-    let reason = match std::error::Error::source(error) {
-        Some(source) => source.to_string(),
-        None => match error.get(ContextKind::InvalidValue) {
-            Some(ContextValue::String(value)) => format!("invalid value {value:?}"),
-            _ => "invalid value".to_owned(),
-        },
-    };
-    let flag = format!("--{long}");
-    let given_as_flag = args
-        .iter()
-        .skip(1)
-        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
-    let env = find_env(command, long).filter(|_| !given_as_flag);
-    Some(format!("{}: {reason}", env.unwrap_or(flag)))
-}
-
-/// The environment variable of the flag `--{long}`, in `command` or a sub-command.
-fn find_env(command: &clap::Command, long: &str) -> Option<String> {
-    command
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
-        .or_else(|| {
-            command
-                .get_subcommands()
-                .find_map(|sub| find_env(sub, long))
-        })
 }
 
 #[cfg(test)]
