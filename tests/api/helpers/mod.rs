@@ -23,6 +23,6 @@ pub mod ws;
 
 pub use app::{slot_at, test_settings, TestApp};
 pub use backends::{fresh_data, Backend};
-pub use processes::{free_port, HubProcess, PrivateRedis};
+pub use processes::{free_port, free_port_in, HubProcess, PrivateRedis};
 pub use tokens::{admin, claims, client_with_rooms, now, provider, service, sign, SECRET};
 pub use ws::{client_frame, server_frames, upgrade_by_hand, upgrade_request, Ending, WsClient};

@@ -3,18 +3,36 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use super::tokens::SECRET;
 use super::ws::WsClient;
 
-/// A free loopback port.
+/// A free loopback port for a server a test may stop and start again, below Linux's
+/// ephemeral range (32768 and up by default). A stopped server's port in that range
+/// could be handed to a reconnecting client's own socket, which then connects to
+/// itself (TCP simultaneous open) and looks like a live server that never answers.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port_in(23_000..29_900, &[0])
+}
+
+/// A free loopback port in `range` such that `port + extra` is free too for every
+/// `extra` (a Redis Cluster node's bus port).
+pub fn free_port_in(range: std::ops::Range<u16>, extras: &[u16]) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = range.end - range.start;
+    // Apart from other test processes (the pid) and from earlier calls of this one.
+    let offset = (std::process::id() % u32::from(span)) as u16;
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = range.start + (offset + step) % span;
+        if extras.iter().all(|extra| free(port + extra)) {
+            return port;
+        }
+    }
+    panic!("no free port in {range:?} (with {extras:?} above it)");
 }
 
 /// The `eventide-hub` binary as a process on a free port, with its own SQLite file

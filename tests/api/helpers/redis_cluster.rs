@@ -17,15 +17,10 @@ pub struct RedisCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A free loopback port whose cluster bus port (+10000) is free as well.
+/// A free port for a cluster node, its bus port (+10000) free as well; both below
+/// the ephemeral range, for the reason [`free_port`](super::free_port) gives.
 fn free_cluster_port() -> u16 {
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
+    super::free_port_in(20_000..22_700, &[0, 10_000])
 }
 
 impl RedisCluster {
