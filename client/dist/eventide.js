@@ -151,7 +151,7 @@ function roomTable({ opt, store, emit, request, isOpen, onRejoined }) {
     const version = data?.version;
     if (typeof version === "number") {
       const newEpoch = data.epoch ?? epoch;
-      const epochChanged = epoch !== void 0 && data.epoch !== void 0 && data.epoch !== epoch;
+      const epochChanged = !!epoch && data.epoch !== void 0 && data.epoch !== epoch;
       if (since === void 0) {
         entry.version = version;
         entry.epoch = newEpoch;

@@ -86,7 +86,9 @@ export function roomTable({ opt, store, emit, request, isOpen, onRejoined }) {
     const version = data?.version;
     if (typeof version === 'number') {
       const newEpoch = data.epoch ?? epoch;
-      const epochChanged = epoch !== undefined && data.epoch !== undefined && data.epoch !== epoch;
+      // A stream with no change yet has the epoch '': its first change gives it one,
+      // and the hub takes a since of '' as of the current epoch (no restart).
+      const epochChanged = !!epoch && data.epoch !== undefined && data.epoch !== epoch;
       if (since === undefined) {
         entry.version = version;
         entry.epoch = newEpoch;

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { admin, client, createSlot, once, provider, sign, startHub, startProxy, until } from './helpers.js';
+import { admin, client, createSlot, once, provider, sign, startHub, startProxy, until, epochless } from './helpers.js';
 
 let hub;
 before(async () => {
@@ -18,8 +18,8 @@ test('a since the hub cannot replay from emits resync with the current version',
   try {
     const resync = once(c, 'resync');
     const joined = await c.join('provider-11', { since: 50 });
-    assert.deepEqual(joined, { room: 'provider-11', version: 1, recovered: false });
-    assert.deepEqual((await resync)[0], { room: 'provider-11', version: 1 });
+    assert.deepEqual(epochless(joined), { room: 'provider-11', version: 1, recovered: false });
+    assert.deepEqual(epochless((await resync)[0]), { room: 'provider-11', version: 1 });
     assert.equal(c.rooms.get('provider-11'), 1);
   } finally {
     c.close();

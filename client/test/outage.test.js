@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { admin, client, createSlot, provider, sleep, startHub, startProxy, until } from './helpers.js';
+import { admin, client, createSlot, provider, sleep, startHub, startProxy, until, epochless } from './helpers.js';
 
 let hub;
 before(async () => {
@@ -57,7 +57,7 @@ test('90 s of refused connections, then back: live again and the missed change r
     console.log(`90 s outage: ${closes.length} refused attempts; live ${Date.now() - back} ms after the network came back`);
     assert.deepEqual(seen, [1, 2]);
     assert.deepEqual(resyncs, []);
-    assert.deepEqual(c.sent('joinRoom').at(-1).data, { room: 'provider-21', since: 1 });
+    assert.deepEqual(epochless(c.sent('joinRoom').at(-1).data), { room: 'provider-21', since: 1 });
     assert.equal(c.room('provider-21').state, 'live');
   } finally {
     c.close();
@@ -77,8 +77,10 @@ test('an outage while a rejoin is in flight: the rejoin is redone from the same 
     await createSlot(hub, 22, 0);
     await until(() => seen.length === 1, 'the first update');
 
-    // The next connection loses the hub's answers to joins: the rejoin stays in flight.
-    proxy.dropFromHub((text) => text.includes('"joinedRoom"'));
+    // The next connection loses the hub's answers to joins and the room's events (the
+    // hub may answer from memory before the next change, which then comes on its own):
+    // the rejoin stays in flight.
+    proxy.dropFromHub((text) => text.includes('"joinedRoom"') || text.includes('"provider-22"'));
     proxy.cut();
     await until(() => c.sent('joinRoom').length === 2, 'the rejoin to go out');
     await createSlot(hub, 22, 60);
@@ -87,14 +89,14 @@ test('an outage while a rejoin is in flight: the rejoin is redone from the same 
     await createSlot(hub, 22, 120);
     await sleep(3_000);
     assert.equal(c.room('provider-22').state, 'recovering');
-    assert.deepEqual(JSON.parse(storage.getItem('eventide:position:provider-22')), { version: 1 }, 'the position is kept');
+    assert.deepEqual(epochless(JSON.parse(storage.getItem('eventide:position:provider-22'))), { version: 1 }, 'the position is kept');
 
     proxy.dropFromHub(null);
     await proxy.accept();
     await until(() => c.state === 'live' && seen.length === 3, 'the rejoin and the replay', 15_000);
     assert.deepEqual(seen, [1, 2, 3]);
-    assert.deepEqual(c.sent('joinRoom').at(-1).data, { room: 'provider-22', since: 1 });
-    assert.deepEqual(JSON.parse(storage.getItem('eventide:position:provider-22')), { version: 3 });
+    assert.deepEqual(epochless(c.sent('joinRoom').at(-1).data), { room: 'provider-22', since: 1 });
+    assert.deepEqual(epochless(JSON.parse(storage.getItem('eventide:position:provider-22'))), { version: 3 });
     assert.deepEqual([...new Set(states)], ['joining', 'live', 'recovering']);
     assert.equal(states.at(-1), 'live');
   } finally {
@@ -123,8 +125,8 @@ test('two clients on one storage: each room keeps the furthest position either r
     a.close();
     b.close();
   }
-  assert.deepEqual(JSON.parse(storage.getItem('eventide:position:provider-23')), { version: 3 });
-  assert.deepEqual(JSON.parse(storage.getItem('eventide:position:provider-24')), { version: 1 });
+  assert.deepEqual(epochless(JSON.parse(storage.getItem('eventide:position:provider-23'))), { version: 3 });
+  assert.deepEqual(epochless(JSON.parse(storage.getItem('eventide:position:provider-24'))), { version: 1 });
 
   // After a reload, a client on that storage picks up both rooms where they were.
   await createSlot(hub, 23, 180);

@@ -201,6 +201,28 @@ test('room states: joining, live, recovering, resyncing, left with a reason', as
   c.close();
 });
 
+test('a stream whose first change came while away is the same stream, not a restart', async () => {
+  const c = fakeClient({ maxBackoffMs: 10 });
+  await settle();
+  const join = c.join('r');
+  FakeSocket.last.open();
+  // No change yet: the stream has the epoch ''.
+  FakeSocket.last.reply('joinRoom', { room: 'r', version: 0, epoch: '' });
+  await join;
+  FakeSocket.last.drop();
+  await tick(10);
+  FakeSocket.last.open();
+  assert.deepEqual(FakeSocket.last.frames('joinRoom')[0].data, { room: 'r', since: 0, epoch: '' });
+  // Its first change gave it an epoch; the hub replays it.
+  FakeSocket.last.reply('joinRoom', { room: 'r', version: 1, epoch: 'e1', recovered: true });
+  await settle();
+  assert.deepEqual(c.events('resync'), [], 'no resync: nothing was missed');
+  FakeSocket.last.receive({ event: 'availabilityUpdated', room: 'r', data: { version: 1 } });
+  await settle();
+  assert.equal(c.rooms.get('r'), 1);
+  c.close();
+});
+
 test('the client is live only once every room it rejoins has answered', async () => {
   const c = fakeClient({ maxBackoffMs: 10 });
   await settle();
