@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One `eventide-load cluster` run against two hub nodes sharing a fresh PostgreSQL
+# One `eventide-load cluster` run against hub nodes (two, or NODES) sharing a fresh PostgreSQL
 # database and a private, throw-away Redis (never the machine's shared one, since the
 # run pauses and kills its clients). Hubs on CPU 0, the tool on CPU 1. Everything the
 # script starts is stopped, and the database dropped, when it exits.
@@ -63,8 +63,9 @@ else
   start_redis
 fi
 
+nodes=${NODES:-2}
 hub_args=()
-for n in 0 1; do
+for n in $(seq 0 $((nodes - 1))); do
   prefix="bench-$name:"
   [ "$n" = 1 ] && prefix=${NODE1_REDIS_PREFIX:-$prefix}
   start_hub "$n" "$bin/eventide-hub" "$prefix"
@@ -95,7 +96,7 @@ fi
 EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$bin/eventide-load" cluster "${hub_args[@]}" \
   --redis "redis://127.0.0.1:$port" "$@" 2>&1 | tee "$out/report.txt"
 
-for n in 0 1; do
+for n in $(seq 0 $((nodes - 1))); do
   eval "addr=\$addr$n"
   curl -s "http://$addr/metrics" |
     grep -E '^eventide_(gap|anti_entropy|history_lost|relay)_' >"$out/metrics-hub$n.txt" || true
