@@ -22,8 +22,25 @@ use super::RoomRegistry;
 /// Events waiting for one shard at most.
 pub const MAX_BACKLOG: usize = 4096;
 
-/// How long the drain waits before offering a full mailbox the next event again.
+/// How long a publisher waits before offering a full mailbox the event again.
 const FULL_MAILBOX_BACKOFF: Duration = Duration::from_millis(1);
+
+/// Puts `event` in `shard`'s mailbox, waiting (briefly, repeatedly) while it is full,
+/// so the mailbox stays bounded without dropping anything; `false` if the shard has
+/// stopped (its worker ended).
+pub(super) async fn publish_waiting(shard: &Addr<RoomRegistry>, event: Event) -> bool {
+    let mut msg = Publish(event);
+    loop {
+        match shard.try_send(msg) {
+            Ok(()) => return true,
+            Err(SendError::Full(back)) => {
+                msg = back;
+                tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
+            }
+            Err(SendError::Closed(_)) => return false,
+        }
+    }
+}
 
 /// What became of an event handed to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,21 +113,11 @@ impl Backlog {
                     }
                 }
             };
-            let mut msg = Publish(event);
-            loop {
-                match shard.try_send(msg) {
-                    Ok(()) => break,
-                    Err(SendError::Full(back)) => {
-                        msg = back;
-                        tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
-                    }
-                    Err(SendError::Closed(_)) => {
-                        let mut state = self.lock();
-                        state.events.clear();
-                        state.draining = false;
-                        return;
-                    }
-                }
+            if !publish_waiting(&shard, event).await {
+                let mut state = self.lock();
+                state.events.clear();
+                state.draining = false;
+                return;
             }
         }
     }

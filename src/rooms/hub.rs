@@ -20,7 +20,7 @@ use actix::prelude::*;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::backlog::{Backlog, Handed};
+use super::backlog::{self, Backlog, Handed};
 use super::index::RoomIndex;
 use super::messages::*;
 use super::replay::{self, Replay};
@@ -30,9 +30,6 @@ use super::{frame_to, FrameTarget, RoomName, RoomRegistry};
 use crate::changelog::{ChangeLog, LogError};
 use crate::cluster::{Backplane, Presence};
 use crate::metrics::{Metrics, Origin};
-
-/// How long a publisher waits before trying a full shard mailbox again.
-const FULL_MAILBOX_BACKOFF: Duration = Duration::from_millis(1);
 
 /// The registry is gone: the hub is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,17 +329,8 @@ impl Hub {
     /// full, so the queue stays bounded without dropping anything.
     async fn to_shards(&self, event: Event) -> Result<(), HubError> {
         for shard in self.shards() {
-            let mut msg = Publish(event.clone());
-            loop {
-                match shard.try_send(msg) {
-                    Ok(()) => break,
-                    Err(SendError::Full(back)) => {
-                        msg = back;
-                        tokio::time::sleep(FULL_MAILBOX_BACKOFF).await;
-                    }
-                    Err(SendError::Closed(_)) => break, // that worker stopped
-                }
-            }
+            // A shard that stopped (its worker ended) is skipped.
+            backlog::publish_waiting(&shard, event.clone()).await;
         }
         Ok(())
     }

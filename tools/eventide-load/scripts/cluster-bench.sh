@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One `eventide-load cluster` run against two hub nodes sharing a fresh PostgreSQL
+# One `eventide-load cluster` run against hub nodes (two, or NODES) sharing a fresh PostgreSQL
 # database and a private, throw-away Redis (never the machine's shared one, since the
 # run pauses and kills its clients). Hubs on CPU 0, the tool on CPU 1. Everything the
 # script starts is stopped, and the database dropped, when it exits.
@@ -32,7 +32,8 @@ pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 db=eventide_bench_${name//[^a-z0-9]/_}_$(date +%s)
 shards=${REDIS_SHARDS:-0}
 if [ "$shards" -gt 0 ]; then
-  # A run of free ports below 55535 whose bus ports (+10000) are free too.
+  # A run of free ports whose bus ports (+10000) are free too, all below the kernel's
+  # ephemeral range: a killed master's port must stay closed to the hubs reconnecting.
   port=$(python3 -c '
 import random, socket
 def free(p):
@@ -41,7 +42,7 @@ def free(p):
     except OSError:
         return False
 while True:
-    p = random.randrange(20000, 45000)
+    p = random.randrange(20000, 22680)
     if all(free(p + i) and free(p + i + 10000) for i in range(12)):
         print(p); break')
 else
@@ -63,8 +64,9 @@ else
   start_redis
 fi
 
+nodes=${NODES:-2}
 hub_args=()
-for n in 0 1; do
+for n in $(seq 0 $((nodes - 1))); do
   prefix="bench-$name:"
   [ "$n" = 1 ] && prefix=${NODE1_REDIS_PREFIX:-$prefix}
   start_hub "$n" "$bin/eventide-hub" "$prefix"
@@ -95,7 +97,7 @@ fi
 EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$bin/eventide-load" cluster "${hub_args[@]}" \
   --redis "redis://127.0.0.1:$port" "$@" 2>&1 | tee "$out/report.txt"
 
-for n in 0 1; do
+for n in $(seq 0 $((nodes - 1))); do
   eval "addr=\$addr$n"
   curl -s "http://$addr/metrics" |
     grep -E '^eventide_(gap|anti_entropy|history_lost|relay)_' >"$out/metrics-hub$n.txt" || true
