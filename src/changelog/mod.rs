@@ -131,6 +131,18 @@ impl ChangeLog {
         &self,
         query: impl FnOnce(&mut crate::db::AnyConnection) -> Result<T, DieselError> + Send + 'static,
     ) -> Result<T, LogError> {
+        self.with_permit_if(|| true, query)
+            .await
+            .map(|answer| answer.expect("always wanted"))
+    }
+
+    /// [`ChangeLog::with_permit`], asking `wanted` once the permit is held: `None`
+    /// (and no query) if the answer is no longer wanted.
+    pub(super) async fn with_permit_if<T: Send + 'static>(
+        &self,
+        wanted: impl FnOnce() -> bool,
+        query: impl FnOnce(&mut crate::db::AnyConnection) -> Result<T, DieselError> + Send + 'static,
+    ) -> Result<Option<T>, LogError> {
         let work = async {
             let permit = self
                 .permits
@@ -138,6 +150,9 @@ impl ChangeLog {
                 .acquire_owned()
                 .await
                 .map_err(|_| closed())?;
+            if !wanted() {
+                return Ok(None);
+            }
             let pool = self.pool.clone();
             web::block(move || {
                 let _permit = permit;
@@ -146,6 +161,7 @@ impl ChangeLog {
             })
             .await
             .map_err(|_| closed())?
+            .map(Some)
         };
         tokio::time::timeout(self.deadline, work)
             .await

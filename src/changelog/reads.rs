@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::{closed, queries, timed_out, ChangeLog, LogError, Stream};
+use super::{closed, queries, ChangeLog, LogError, Stream};
 use crate::db::read_transaction;
 use crate::rooms::sequencer::{Read, ReadResult};
 
@@ -112,34 +112,18 @@ impl Drop for Entry {
 /// The read itself, on its own task: a permit, the query, then the answer.
 async fn run(log: ChangeLog, mut entry: Entry, sender: watch::Sender<Outcome>) {
     let (stream, read) = entry.key.clone().expect("a new entry has its key");
-    let work = async {
-        let permit = match log.permits.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => return Some(Err(closed())),
-        };
-        // Every caller left while the read waited for its permit (a reconnect storm
-        // of clients that are gone again): nothing to read.
-        if entry.leave_if_unwanted(&sender) {
-            return None;
-        }
-        let pool = log.pool.clone();
-        let result = actix_web::web::block(move || {
-            // The permit is held by the blocking work, not by this task: it comes back
-            // when the database has answered, even if the answer comes too late.
-            let _permit = permit;
-            let mut conn = pool.get().map_err(|e| LogError(e.to_string()))?;
-            read_now(&mut conn, &stream, read).map_err(|e| LogError(e.to_string()))
-        })
+    // Every caller may have left while the read waited for its permit (a reconnect
+    // storm of clients that are gone again): then nothing is read. A hung database or
+    // pool answers "unavailable" at the deadline; the blocking work ends on its own
+    // (statement timeout, pool timeout) and frees its permit then.
+    let wanted = || !entry.leave_if_unwanted(&sender);
+    let result = match log
+        .with_permit_if(wanted, move |conn| read_now(conn, &stream, read))
         .await
-        .unwrap_or_else(|_| Err(closed()));
-        Some(result)
-    };
-    // A hung database or pool answers "unavailable" at the deadline; the blocking work
-    // ends on its own (statement timeout, pool timeout) and frees its permit then.
-    let result = match tokio::time::timeout(log.deadline, work).await {
-        Ok(Some(result)) => result,
+    {
+        Ok(Some(result)) => Ok(result),
         Ok(None) => return,
-        Err(_) => Err(timed_out(log.deadline)),
+        Err(e) => Err(e),
     };
     entry.leave();
     sender.send_replace(Some(result.map(Arc::new)));
