@@ -52,6 +52,19 @@ impl RoomStream {
             failing: None,
         }
     }
+
+    /// Answers every join waiting for the stream's start: it starts after `head`, in
+    /// `epoch`.
+    fn answer_waiting(&mut self, head: i64, epoch: &Epoch) {
+        let answer = Ok(Joined {
+            version: Some(head),
+            epoch: Some(epoch.clone()),
+            recent: None,
+        });
+        for waiting in self.waiting.drain(..) {
+            let _ = waiting.send(answer.clone());
+        }
+    }
 }
 
 impl RoomRegistry {
@@ -175,14 +188,7 @@ impl RoomRegistry {
         self.metrics.hub.gap_reads_ok.inc();
         let delivery = stream.sequencer.read_done(read, ReadResult::clone(&result));
         if read == Read::Head {
-            let answer = Ok(Joined {
-                version: Some(result.head),
-                epoch: Some(result.epoch.clone()),
-                recent: None,
-            });
-            for waiting in stream.waiting.drain(..) {
-                let _ = waiting.send(answer.clone());
-            }
+            stream.answer_waiting(result.head, &result.epoch);
         } else {
             self.metrics
                 .hub
@@ -209,14 +215,7 @@ impl RoomRegistry {
             Err(e) => return self.read_failed(room, e, ctx),
         };
         stream.failing = None;
-        let answer = Ok(Joined {
-            version: Some(head),
-            epoch: Some(epoch.clone()),
-            recent: None,
-        });
-        for waiting in stream.waiting.drain(..) {
-            let _ = waiting.send(answer.clone());
-        }
+        stream.answer_waiting(head, &epoch);
         let delivery = stream.sequencer.rewound(head, epoch);
         self.deliver(&room, delivery);
         self.pump(&room, ctx);
