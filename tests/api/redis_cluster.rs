@@ -280,6 +280,9 @@ async fn a_manual_failover_moves_a_slot_and_events_keep_flowing_through_redis() 
     redis.wait_until_ok();
 
     write_rounds(&a, &b, &ids, 3, 6, Duration::ZERO).await;
+    // An event without a version is carried by Redis alone, and only to nodes
+    // subscribed at the time: both must be subscribed on the new master first.
+    assert_eq!(wait_for_subscribers(&redis, &moved_room).await, replica);
     let note = json!({"event": "note", "data": 4});
     let path = format!("/api/rooms/{moved_room}/events");
     assert_eq!(b.post(&path, &service(), &note).await.0, 202);
