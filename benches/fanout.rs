@@ -76,7 +76,7 @@ fn fanout(c: &mut Criterion) {
                 ctx.add_stream(inbox);
                 CountingSession { received }
             });
-            let link = hub.connect(id, Arc::from("bench"), mailbox);
+            let link = hub.connect(id, Arc::from("bench"), mailbox, None);
             link.join(room.clone(), None).await.unwrap();
             links.push(link);
         }

@@ -102,8 +102,8 @@ pub struct Metrics {
     /// `eventide_ws_frames_sent_total`: text frames queued to clients.
     pub frames_sent: IntCounter,
     published: [IntCounter; 3],
-    /// `eventide_fanout_duration_seconds`: from the registry taking an event to its being
-    /// in the inbox of every recipient.
+    /// `eventide_fanout_duration_seconds`: from a shard starting to hand over an event
+    /// (or a run of them) to its being in every recipient's socket or inbox.
     pub fanout_seconds: Histogram,
     /// `eventide_slow_consumer_disconnects_total`: sockets closed because they fell
     /// behind (unsent bytes past `EVENTIDE_MAX_PENDING_BYTES`, or a full inbox).
@@ -185,7 +185,7 @@ impl Metrics {
         let fanout_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "eventide_fanout_duration_seconds",
-                "Time for the room registry to hand one event to every recipient's mailbox",
+                "Time for a registry shard to hand an event (or a run of them) to every recipient's socket or inbox",
             )
             .buckets(FANOUT_BUCKETS.to_vec()),
         )

@@ -143,38 +143,11 @@ mod tests {
     use bytestring::ByteString;
 
     use super::*;
-    use crate::changelog::ChangeLog;
-    use crate::db::{connect_and_migrate, DatabaseTarget};
-    use crate::metrics::Metrics;
-    use crate::rooms::index::RoomIndex;
     use crate::rooms::messages::Target;
-    use crate::rooms::sequencer::HoldLimits;
-    use crate::rooms::tail::TailBudget;
-    use crate::rooms::{RoomName, ShardConfig, TailLimits};
+    use crate::rooms::RoomName;
 
     fn registry(dir: &tempfile::TempDir) -> RoomRegistry {
-        let target = DatabaseTarget::Sqlite(dir.path().join("hub.db"));
-        let pool = connect_and_migrate(&target, Duration::from_secs(4)).unwrap();
-        let config = ShardConfig {
-            anti_entropy_interval: Duration::from_secs(2),
-            recovery_deadline: Duration::from_secs(10),
-            hold: HoldLimits {
-                count: 4096,
-                bytes: 1 << 22,
-            },
-            heartbeat_interval: Duration::from_secs(10),
-            tail: TailLimits {
-                room_bytes: 1 << 16,
-                node_bytes: 1 << 20,
-            },
-        };
-        RoomRegistry::new(
-            config,
-            TailBudget::new(1 << 20),
-            ChangeLog::new(pool, &[], 1000),
-            Arc::new(RoomIndex::default()),
-            Arc::new(Metrics::new(false)),
-        )
+        RoomRegistry::for_tests(dir.path())
     }
 
     fn event(n: usize) -> Event {
@@ -190,9 +163,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A shard whose thread is busy with something else: its mailbox fills.
         let arbiter = Arbiter::new();
-        let busy = RoomRegistry::start_in_arbiter(&arbiter.handle(), {
-            let shard = registry(&dir);
-            move |_| shard
+        let path = dir.path().join("busy");
+        std::fs::create_dir(&path).unwrap();
+        let busy = RoomRegistry::start_in_arbiter(&arbiter.handle(), move |_| {
+            RoomRegistry::for_tests(&path)
         });
         let (release, released) = std::sync::mpsc::channel::<()>();
         arbiter.spawn_fn(move || {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::backlog::{self, Backlog, Handed};
+use super::direct::{self, DirectSocket};
 use super::index::RoomIndex;
 use super::messages::*;
 use super::replay::{self, Replay};
@@ -182,9 +183,19 @@ impl Hub {
         &self.inner.index
     }
 
-    /// Registers a session with this thread's shard.
-    pub fn connect(&self, id: SessionId, sub: Arc<str>, mailbox: Mailbox) -> Link {
+    /// Registers a session with this thread's shard; with `direct`, the shard writes
+    /// its events straight into its socket whenever the session has nothing else to do.
+    pub fn connect(
+        &self,
+        id: SessionId,
+        sub: Arc<str>,
+        mailbox: Mailbox,
+        direct: Option<DirectSocket>,
+    ) -> Link {
         let shard = self.local_shard();
+        if let Some(socket) = direct {
+            direct::hand_over(id, socket);
+        }
         shard.do_send(Connect { id, sub, mailbox });
         Link {
             id,

@@ -108,6 +108,13 @@ impl<M: Weigh> Mailbox<M> {
         Ok(())
     }
 
+    /// Whether the session has taken everything handed over and is still there: only
+    /// then may an event bypass the inbox without overtaking what is in it.
+    pub fn is_idle(&self) -> bool {
+        let shared = lock(&self.shared);
+        shared.queue.is_empty() && !shared.gone
+    }
+
     /// Hands over the last word to a session the shard lets go (evicted, revoked,
     /// shut down), full or not: it is one message, once.
     pub fn tell(&self, msg: M) {

@@ -74,6 +74,9 @@ pub enum SessionMsg {
     GoingAway,
     /// Time to ping the client, and to close if it has been silent too long.
     Heartbeat,
+    /// The shard wrote to the socket directly and the kernel left part of it queued:
+    /// wait for the socket to take the rest.
+    Flush,
 }
 
 impl Weigh for SessionMsg {
@@ -90,7 +93,8 @@ pub type Mailbox = inbox::Mailbox<SessionMsg>;
 /// The session's end of its inbox.
 pub type Inbox = inbox::Inbox<SessionMsg>;
 
-/// A new session.
+/// A new session. Its [`DirectSocket`](super::direct::DirectSocket), if it has one, waits for the shard on this
+/// thread (see [`super::direct`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {

@@ -4,6 +4,7 @@
 
 mod anti_entropy;
 mod backlog;
+pub mod direct;
 mod frame;
 mod hub;
 mod hub_metrics;

@@ -220,14 +220,13 @@ impl Rooms {
     pub fn arrive(&mut self, room: &RoomName, version: Option<i64>, frame: &ByteString) -> Arrival {
         match self.rooms.get_mut(room) {
             None => Arrival::Drop,
-            Some(Membership::Live { version: seen }) => match (version, *seen) {
-                (Some(v), Some(s)) if v <= s => Arrival::Drop,
-                (Some(v), _) => {
-                    *seen = Some(v);
+            Some(Membership::Live { version: seen }) => {
+                if advance(seen, version) {
                     Arrival::Send
+                } else {
+                    Arrival::Drop
                 }
-                (None, _) => Arrival::Send,
-            },
+            }
             Some(Membership::Joining {
                 held, held_bytes, ..
             }) => {
@@ -239,6 +238,18 @@ impl Rooms {
                     Arrival::Held
                 }
             }
+        }
+    }
+
+    /// A live event of `room`, offered without the session: `Some(true)` to send it
+    /// (the room's version is advanced), `Some(false)` if it is not for the client (it
+    /// has that version, or is not in the room), `None` if the room is joining and the
+    /// session must hold the event itself.
+    pub fn arrive_live(&mut self, room: &RoomName, version: Option<i64>) -> Option<bool> {
+        match self.rooms.get_mut(room) {
+            None => Some(false),
+            Some(Membership::Live { version: seen }) => Some(advance(seen, version)),
+            Some(Membership::Joining { .. }) => None,
         }
     }
 
@@ -350,6 +361,19 @@ impl Rooms {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+}
+
+/// Whether a live event of `version` is new to a client that has `seen`; if so, the
+/// client has it from now on.
+fn advance(seen: &mut Option<i64>, version: Option<i64>) -> bool {
+    match (version, *seen) {
+        (Some(v), Some(s)) if v <= s => false,
+        (Some(v), _) => {
+            *seen = Some(v);
+            true
+        }
+        (None, _) => true,
     }
 }
 

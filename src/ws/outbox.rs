@@ -50,7 +50,8 @@ pub struct Outbox {
     connection: Rc<Connection>,
     writer: SocketWriter,
     flush: Flush,
-    /// Set once the close frame was sent: nothing may follow it.
+    /// Set once the close frame was sent, or the socket handed to the closing task:
+    /// nothing more may be sent.
     closed: bool,
 }
 
@@ -142,10 +143,24 @@ impl Outbox {
         Some(async move { connection.stream().writable().await })
     }
 
+    /// Whether the close frame went out (or the session finished): nothing more is sent.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether frames are queued with no wait for writability armed: the session must
+    /// arm one ([`Outbox::wait_writable`]) or they stay queued.
+    pub fn needs_wait(&self) -> bool {
+        self.flush == Flush::Idle && self.writer.has_queue()
+    }
+
     /// Hands what is left to a task on this thread: it writes the queued frames
     /// (within [`CLOSE_GRACE`]), half-closes and lingers; the socket closes after,
     /// and only then is its connection slot freed (it goes with the socket).
     pub fn finish(&mut self) {
+        // The task owns the socket's writes from now on: a frame written here after
+        // it could land in the middle of one it is writing.
+        self.closed = true;
         let writer = std::mem::replace(&mut self.writer, SocketWriter::new(0));
         let connection = self.connection.clone();
         actix_web::rt::spawn(async move {

@@ -2,7 +2,8 @@
 //!
 //! It registers with its thread's registry shard (through the [`Hub`](crate::rooms::Hub))
 //! when it starts and deregisters when it stops; takes what the shard hands it
-//! through its inbox (events, closes, heartbeats); parses, rate-limits and authorizes
+//! through its inbox (events it must see, closes, heartbeats), while the shard writes
+//! the events of its live rooms straight to its socket ([`direct`]); parses, rate-limits and authorizes
 //! client frames ([`frames`]: every frame counts, and a fragmented message must be
 //! finished within the client timeout); runs room requests in the client's order
 //! ([`Rooms`]); on each heartbeat pings the client and drops it when silent, or when
@@ -20,6 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod direct;
 mod frames;
 mod rooms;
 
@@ -27,6 +29,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
+use self::direct::SessionSocket;
 use super::close_code::{AGAIN, AWAY, NORMAL, POLICY, REVOKED, TOKEN_EXPIRED};
 use super::context::WsContext;
 use super::frame::ReaderLimits;
@@ -36,6 +39,7 @@ use super::protocol::{self, ClientRequest, ErrorCode, FrameError};
 use super::rate_limit::RateLimiter;
 use super::socket::{Connection, Incoming};
 use crate::auth::Claims;
+use crate::rooms::direct::DirectSocket;
 use crate::rooms::{inbox, InboxLimits, Link, Mailbox, SessionId, SessionMsg};
 
 /// Messages a session's inbox holds before its shard evicts it as too slow (their
@@ -47,10 +51,11 @@ pub struct WsSession {
     id: SessionId,
     claims: Claims,
     context: Arc<WsContext>,
-    outbox: Outbox,
+    /// Its socket's outbox and its rooms, shared with its shard, which writes the
+    /// events of live rooms straight to the socket ([`direct`]).
+    socket: Rc<SessionSocket>,
     /// Set in `started`: the session's membership in its thread's registry shard.
     link: Option<Arc<Link>>,
-    rooms: Rooms,
     last_heard: Instant,
     limiter: RateLimiter,
     /// The token-expiry timer, armed only while `exp` is near (`schedule_expiry`).
@@ -97,14 +102,16 @@ impl WsSession {
         WsSession {
             id,
             claims,
-            outbox: Outbox::new(connection, limits.max_pending_bytes),
+            socket: Rc::new(SessionSocket::new(
+                Outbox::new(connection, limits.max_pending_bytes),
+                Rooms::new(limits.max_rooms_per_connection, limits.max_pending_bytes),
+            )),
             limiter: RateLimiter::new(
                 limits.max_frames_per_sec,
                 limits.max_frame_burst,
                 limits.max_rate_limited_frames,
                 now,
             ),
-            rooms: Rooms::new(limits.max_rooms_per_connection, limits.max_pending_bytes),
             context,
             link: None,
             last_heard: now,
@@ -120,7 +127,8 @@ impl WsSession {
         if self.closing {
             return;
         }
-        match self.outbox.text(frame.into_bytes()) {
+        let sent = self.socket.outbox().text(frame.into_bytes());
+        match sent {
             Ok(()) => self.context.metrics.frames_sent.inc(),
             Err(_) => return self.drop_slow_consumer(ctx),
         }
@@ -129,7 +137,8 @@ impl WsSession {
 
     /// Writes what was held for one write (see [`Outbox::hold`]).
     fn release_outbox(&mut self, ctx: &mut Context<Self>) {
-        match self.outbox.release() {
+        let released = self.socket.outbox().release();
+        match released {
             Ok(()) => self.after_send(ctx),
             Err(_) => ctx.stop(),
         }
@@ -138,9 +147,11 @@ impl WsSession {
     /// Arms one wait for the socket to take what the kernel refused, if anything is
     /// queued; the wait flushes and re-arms until the queue is empty.
     fn after_send(&mut self, ctx: &mut Context<Self>) {
-        if let Some(writable) = self.outbox.wait_writable() {
+        let writable = self.socket.outbox().wait_writable();
+        if let Some(writable) = writable {
             ctx.spawn(writable.into_actor(self).map(|ready, act, ctx| {
-                match ready.and_then(|()| act.outbox.flush()) {
+                let flushed = ready.and_then(|()| act.socket.outbox().flush());
+                match flushed {
                     Ok(()) => act.after_send(ctx),
                     // The reader sees the same failure; nothing more can be written.
                     Err(_) => ctx.stop(),
@@ -166,7 +177,7 @@ impl WsSession {
             self.claims.sub
         );
         self.closing = true;
-        self.outbox.close(code, why);
+        self.socket.outbox().close(code, why);
         ctx.stop();
     }
 
@@ -181,9 +192,10 @@ impl WsSession {
             "session {} ({:?}) is a slow consumer: {} bytes unsent; closing with 1013",
             self.id,
             self.claims.sub,
-            self.outbox.pending_bytes()
+            self.socket.outbox().pending_bytes()
         );
-        self.outbox
+        self.socket
+            .outbox()
             .abandon(AGAIN, "slow consumer: too much unsent data");
         ctx.stop();
     }
@@ -228,7 +240,8 @@ impl WsSession {
             if self.expiry.is_none() {
                 self.schedule_expiry(ctx);
             }
-            match self.outbox.ping() {
+            let pinged = self.socket.outbox().ping();
+            match pinged {
                 Ok(()) => self.after_send(ctx),
                 Err(_) => self.drop_slow_consumer(ctx),
             }
@@ -306,7 +319,11 @@ impl Actor for WsSession {
         self.context.metrics.connections_of(self.claims.role).inc();
         let sub: Arc<str> = Arc::from(self.claims.sub.as_str());
         let mailbox = self.inbox(ctx);
-        let link = self.context.hub.connect(self.id, sub, mailbox);
+        let direct: DirectSocket = self.socket.clone();
+        let link = self
+            .context
+            .hub
+            .connect(self.id, sub, mailbox, Some(direct));
         self.link = Some(Arc::new(link));
         // A revocation noted after the handshake checked the token closed the
         // subject's sockets before this one was registered: look again now.
@@ -323,7 +340,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.outbox.finish();
+        self.socket.outbox().finish();
         // `refreshToken` keeps the role, so this is the gauge `started` raised.
         self.context.metrics.connections.dec();
         self.context.metrics.connections_of(self.claims.role).dec();
@@ -342,7 +359,7 @@ impl Actor for WsSession {
 /// frames go out in one write.
 impl StreamHandler<VecDeque<SessionMsg>> for WsSession {
     fn handle(&mut self, batch: VecDeque<SessionMsg>, ctx: &mut Self::Context) {
-        self.outbox.hold();
+        self.socket.outbox().hold();
         for msg in batch {
             if self.closing {
                 break;
@@ -382,6 +399,7 @@ impl WsSession {
             SessionMsg::Revoked => self.close(REVOKED, "revoked", ctx),
             SessionMsg::GoingAway => self.close(AWAY, "server shutting down", ctx),
             SessionMsg::Heartbeat => self.heartbeat(ctx),
+            SessionMsg::Flush => self.after_send(ctx),
         }
     }
 }

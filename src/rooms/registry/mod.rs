@@ -1,24 +1,25 @@
 //! The `RoomRegistry` actor: one shard per worker thread, holding room → sessions and
 //! session → rooms for the sessions of its thread, and one [`Sequencer`] per versioned
 //! room. Sessions talk only to their own thread's shard, so handing an event to a
-//! recipient never wakes another thread; a published event reaches each shard once.
+//! recipient never wakes another thread; a published event reaches each shard once,
+//! which writes it into its members' sockets ([`fanout`]).
 //!
 //! Every path by which a shard learns of a version (this node's commit, Redis, the
 //! anti-entropy tick, a gap read) ends in the room's sequencer, so members get each
 //! version once and in order whatever Redis did. A gap is read from the change log
 //! once per room and shard, not once per session.
 
+mod fanout;
 mod streams;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::streams::RoomStream;
-use super::inbox::Refused;
+use super::direct::{self, DirectSocket};
 use super::index::RoomIndex;
 use super::messages::*;
 use super::sequencer::Sequencer;
@@ -33,6 +34,8 @@ const REGISTRY_MAILBOX: usize = 4096;
 struct Member {
     sub: Arc<str>,
     mailbox: Mailbox,
+    /// The session's socket, for events it need not see (see [`super::direct`]).
+    direct: Option<DirectSocket>,
     /// The rooms this session is in: always exactly the rooms whose `members` hold it.
     rooms: HashSet<RoomName>,
 }
@@ -48,6 +51,8 @@ pub struct RoomRegistry {
     sessions: HashMap<SessionId, Member>,
     rooms: HashMap<RoomName, Room>,
     evicted: u64,
+    /// Events handed over this turn, written when it ends.
+    wave: fanout::Wave,
     config: ShardConfig,
     /// What the rooms' tails draw from, shared with every shard of the node.
     tails: TailBudget,
@@ -69,12 +74,46 @@ impl RoomRegistry {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             evicted: 0,
+            wave: fanout::Wave::default(),
             config,
             tails,
             changelog,
             index,
             metrics,
         }
+    }
+
+    /// A shard on a fresh SQLite database in `dir`, with test-sized limits.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Self {
+        use std::time::Duration;
+
+        use super::sequencer::HoldLimits;
+        use super::TailLimits;
+        use crate::db::{connect_and_migrate, DatabaseTarget};
+
+        let target = DatabaseTarget::Sqlite(dir.join("hub.db"));
+        let pool = connect_and_migrate(&target, Duration::from_secs(4)).unwrap();
+        let config = ShardConfig {
+            anti_entropy_interval: Duration::from_secs(2),
+            recovery_deadline: Duration::from_secs(10),
+            hold: HoldLimits {
+                count: 4096,
+                bytes: 1 << 22,
+            },
+            heartbeat_interval: Duration::from_secs(10),
+            tail: TailLimits {
+                room_bytes: 1 << 16,
+                node_bytes: 1 << 20,
+            },
+        };
+        RoomRegistry::new(
+            config,
+            TailBudget::new(1 << 20),
+            ChangeLog::new(pool, &[], 1000),
+            Arc::new(RoomIndex::default()),
+            Arc::new(Metrics::new(false)),
+        )
     }
 
     fn remove_session(&mut self, id: SessionId) -> Option<Member> {
@@ -102,85 +141,12 @@ impl RoomRegistry {
         }
     }
 
-    /// Hands `msg` to every member of `room` (or every session) without waiting.
-    fn fan_out(&mut self, target: &Target, msg: impl Fn() -> SessionMsg) -> usize {
-        let started = Instant::now();
-        let mut refused = Vec::new();
-        let mut delivered = 0;
-        match target {
-            Target::Room(room) => {
-                if let Some(entry) = self.rooms.get(room) {
-                    for id in &entry.members {
-                        if let Some(member) = self.sessions.get(id) {
-                            delivered += offer(*id, member, msg(), &mut refused) as usize;
-                        }
-                    }
-                }
-            }
-            Target::All => {
-                for (id, member) in &self.sessions {
-                    delivered += offer(*id, member, msg(), &mut refused) as usize;
-                }
-            }
-            Target::User(sub) => {
-                for (id, member) in &self.sessions {
-                    if member.sub == *sub {
-                        delivered += offer(*id, member, msg(), &mut refused) as usize;
-                    }
-                }
-            }
-        }
-        self.drop_refused(refused);
-        if delivered > 0 {
-            self.metrics
-                .fanout_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
-        delivered
-    }
-
     /// Tells every session to ping its client. A session whose inbox is full misses
     /// this beat; the next event evicts it anyway.
     fn heartbeat(&mut self) {
+        self.end_wave();
         for member in self.sessions.values() {
             let _ = member.mailbox.offer(SessionMsg::Heartbeat);
-        }
-    }
-
-    /// Forgets the sessions that refused a message. A full inbox is a slow consumer:
-    /// it is evicted and told to close.
-    fn drop_refused(&mut self, refused: Vec<(SessionId, bool)>) {
-        for (id, slow) in refused {
-            if let Some(member) = self.remove_session(id) {
-                if slow {
-                    self.evicted += 1;
-                    log::warn!("session {id} evicted: its inbox is full (slow consumer)");
-                    // One message past capacity, once per eviction: the session is no
-                    // longer registered, so nothing else is ever queued for it.
-                    member.mailbox.tell(SessionMsg::Evicted);
-                }
-            }
-        }
-    }
-}
-
-/// Offers `msg` to one session without waiting; a session that cannot take it is
-/// noted in `refused` (`true`: its inbox is full; `false`: it is gone).
-fn offer(
-    id: SessionId,
-    member: &Member,
-    msg: SessionMsg,
-    refused: &mut Vec<(SessionId, bool)>,
-) -> bool {
-    match member.mailbox.offer(msg) {
-        Ok(()) => true,
-        Err(Refused::Full) => {
-            refused.push((id, true));
-            false
-        }
-        Err(Refused::Gone) => {
-            refused.push((id, false));
-            false
         }
     }
 }
@@ -198,9 +164,11 @@ impl Handler<Connect> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.end_wave();
         let member = Member {
             sub: msg.sub,
             mailbox: msg.mailbox,
+            direct: direct::take(msg.id),
             rooms: HashSet::new(),
         };
         self.sessions.insert(msg.id, member);
@@ -211,6 +179,7 @@ impl Handler<Disconnect> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        self.end_wave();
         self.remove_session(msg.id);
     }
 }
@@ -219,6 +188,7 @@ impl Handler<Join> for RoomRegistry {
     type Result = ResponseFuture<Result<Joined, JoinError>>;
 
     fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
+        self.end_wave();
         let Join { id, room, since } = join;
         let Some(member) = self.sessions.get_mut(&id) else {
             return Box::pin(async { Err(JoinError::Gone) });
@@ -270,6 +240,7 @@ impl Handler<Leave> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        self.end_wave();
         let Some(member) = self.sessions.get_mut(&msg.id) else {
             return;
         };
@@ -290,13 +261,12 @@ impl Handler<Publish> for RoomRegistry {
             if let Some(stream) = self.rooms.get_mut(room).and_then(|r| r.stream.as_mut()) {
                 let delivery = stream.sequencer.offer(version, event.frame.clone());
                 let room = room.clone();
-                self.deliver(&room, delivery);
+                self.deliver(&room, delivery, ctx);
                 self.schedule_check(&room, ctx);
                 return;
             }
         }
-        let target = event.target.clone();
-        self.fan_out(&target, || SessionMsg::Event(event.clone()));
+        self.send_event(event, ctx);
     }
 }
 
@@ -312,6 +282,7 @@ impl Handler<DisconnectUser> for RoomRegistry {
     type Result = ();
 
     fn handle(&mut self, DisconnectUser(sub): DisconnectUser, _: &mut Self::Context) {
+        self.end_wave();
         let ids: Vec<SessionId> = self
             .sessions
             .iter()
@@ -330,6 +301,7 @@ impl Handler<CloseAll> for RoomRegistry {
     type Result = usize;
 
     fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
+        self.end_wave();
         for member in self.sessions.values() {
             member.mailbox.tell(SessionMsg::GoingAway);
         }
@@ -341,6 +313,7 @@ impl Handler<Stats> for RoomRegistry {
     type Result = RegistryStats;
 
     fn handle(&mut self, _: Stats, _: &mut Self::Context) -> RegistryStats {
+        self.end_wave();
         RegistryStats {
             sessions: self.sessions.len(),
             rooms: self.rooms.len(),

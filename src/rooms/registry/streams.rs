@@ -69,7 +69,7 @@ impl RoomStream {
 
 impl RoomRegistry {
     /// Sends what a sequencer released to the room's members.
-    pub(super) fn deliver(&mut self, room: &RoomName, delivery: Delivery) {
+    pub(super) fn deliver(&mut self, room: &RoomName, delivery: Delivery, ctx: &mut Context<Self>) {
         let target = Target::Room(room.clone());
         let epoch = self.stream_of(room).and_then(|s| s.epoch().cloned());
         if let Some(fresh) = &delivery.rewound {
@@ -107,13 +107,12 @@ impl RoomRegistry {
             }
         }
         for (version, frame) in delivery.frames {
-            self.fan_out(&target, || {
-                SessionMsg::Event(Event {
-                    target: target.clone(),
-                    version: Some(version),
-                    frame: frame.clone(),
-                })
-            });
+            let event = Event {
+                target: target.clone(),
+                version: Some(version),
+                frame,
+            };
+            self.send_event(event, ctx);
         }
     }
 
@@ -195,7 +194,7 @@ impl RoomRegistry {
                 .versions_filled
                 .inc_by(delivery.frames.len() as u64);
         }
-        self.deliver(&room, delivery);
+        self.deliver(&room, delivery, ctx);
         self.pump(&room, ctx);
     }
 
@@ -217,7 +216,7 @@ impl RoomRegistry {
         stream.failing = None;
         stream.answer_waiting(head, &epoch);
         let delivery = stream.sequencer.rewound(head, epoch);
-        self.deliver(&room, delivery);
+        self.deliver(&room, delivery, ctx);
         self.pump(&room, ctx);
     }
 

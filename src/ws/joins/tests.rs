@@ -246,3 +246,37 @@ fn a_join_narrowed_away_while_it_runs_answers_nothing() {
     assert!(matches!(rooms.next(), Some(Step::Join { room, .. }) if room.as_str() == "b"));
     assert_eq!(rooms.len(), 1);
 }
+
+#[test]
+fn the_shard_may_send_only_what_a_live_room_has_not_seen_and_never_for_a_joining_one() {
+    let mut rooms = Rooms::new(10, 1 << 20);
+    let r = room("provider-1");
+    rooms.request(join("provider-1", Some(7))).unwrap();
+    rooms.next();
+    assert_eq!(
+        rooms.arrive_live(&r, Some(8)),
+        None,
+        "joining: the session holds it"
+    );
+    // The client came from a node that saw more: it has 7, this node delivered 5.
+    rooms.joined(&r, Some(5), Some(7), Vec::new()).unwrap();
+    assert_eq!(rooms.arrive_live(&r, Some(6)), Some(false));
+    assert_eq!(rooms.arrive_live(&r, Some(7)), Some(false));
+    assert_eq!(rooms.arrive_live(&r, Some(8)), Some(true));
+    assert_eq!(
+        rooms.arrive(&r, Some(8), &frame(8)),
+        Arrival::Drop,
+        "seen once"
+    );
+    assert_eq!(rooms.arrive_live(&r, None), Some(true));
+    assert_eq!(rooms.arrive_live(&room("other"), Some(1)), Some(false));
+    // A rejoin of a live room replays from what the shard wrote, not from before it.
+    rooms.request(join("provider-1", None)).unwrap();
+    assert!(matches!(
+        rooms.next(),
+        Some(Step::Join {
+            replay_from: Some(8),
+            ..
+        })
+    ));
+}

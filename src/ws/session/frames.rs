@@ -66,7 +66,8 @@ impl StreamHandler<Result<Message, ReadError>> for WsSession {
             }
             Message::Ping(payload) => {
                 if !self.closing {
-                    match self.outbox.pong(payload) {
+                    let ponged = self.socket.outbox().pong(payload);
+                    match ponged {
                         Ok(()) => self.after_send(ctx),
                         Err(_) => self.drop_slow_consumer(ctx),
                     }
@@ -113,7 +114,7 @@ impl WsSession {
         log::debug!("session {}: client closed ({reason:?})", self.id);
         self.closing = true;
         let code = reason.map_or(NORMAL, |(code, _)| code);
-        self.outbox.close(code, "");
+        self.socket.outbox().close(code, "");
         ctx.stop();
     }
 }

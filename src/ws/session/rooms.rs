@@ -55,7 +55,8 @@ impl WsSession {
                 reference.clone()
             }
         };
-        let refused = match self.rooms.request(request) {
+        let requested = self.socket.rooms().request(request);
+        let refused = match requested {
             Ok(()) => return self.run_requests(ctx),
             Err(Refusal::TooManyRooms) => FrameError {
                 code: ErrorCode::TooManyRooms,
@@ -74,7 +75,10 @@ impl WsSession {
 
     /// Runs queued room requests until one has to wait (a join).
     fn run_requests(&mut self, ctx: &mut Context<Self>) {
-        while let Some(step) = self.rooms.next() {
+        loop {
+            let Some(step) = self.socket.rooms().next() else {
+                return;
+            };
             match step {
                 Step::Leave {
                     room,
@@ -101,7 +105,7 @@ impl WsSession {
                     let replay_from = replay_from.map(|from| (from, epoch));
                     if !may_join(&self.claims, room.as_str()) {
                         // Queued before a `refreshToken` narrowed the token.
-                        self.rooms.join_failed(&room);
+                        self.socket.rooms().join_failed(&room);
                         let error = FrameError {
                             code: ErrorCode::Forbidden,
                             message: format!("this token may not join {room}"),
@@ -188,10 +192,11 @@ impl WsSession {
         result: Result<JoinResult, JoinError>,
         ctx: &mut Context<Self>,
     ) {
-        if !self.rooms.is_joining(&room) {
+        let joining = self.socket.rooms().is_joining(&room);
+        if !joining {
             // A narrowed token took the room away while it was joining: `leftRoom`
             // went out already, and this join ends refused rather than joined.
-            self.rooms.join_failed(&room);
+            self.socket.rooms().join_failed(&room);
             let error = FrameError {
                 code: ErrorCode::Forbidden,
                 message: format!("this token may no longer join {room}"),
@@ -201,7 +206,7 @@ impl WsSession {
         let mut joined = match result {
             Ok(joined) => joined,
             Err(why) => {
-                self.rooms.join_failed(&room);
+                self.socket.rooms().join_failed(&room);
                 self.link().leave(room.clone());
                 if why == JoinError::Gone {
                     return;
@@ -215,10 +220,11 @@ impl WsSession {
         };
         // A replay too large for the outbox is refused: the client re-fetches instead.
         let replay_bytes: usize = joined.frames.iter().map(|(_, f)| f.len()).sum();
-        if !self
-            .outbox
-            .has_room_for(replay_bytes + self.context.limits.max_message_bytes)
-        {
+        let fits = self
+            .socket
+            .outbox()
+            .has_room_for(replay_bytes + self.context.limits.max_message_bytes);
+        if !fits {
             joined.complete = false;
             joined.frames.clear();
         }
@@ -226,7 +232,8 @@ impl WsSession {
         // sent (another epoch's, or ahead of the database) says nothing of what it has.
         let client_has = replay_from.filter(|_| joined.complete);
         let ended = self
-            .rooms
+            .socket
+            .rooms()
             .joined(&room, joined.version, client_has, joined.frames)
             .expect("the room is joining, checked above");
         // Versions skipped during the join: what was replayed has a hole after it, so
@@ -257,7 +264,7 @@ impl WsSession {
             },
         );
         // The reply, the replay and what was held go out in one write.
-        self.outbox.hold();
+        self.socket.outbox().hold();
         self.send(reply, ctx);
         if let (Some(resumed), None) = (resumed, since) {
             // A join without `since` has no `recovered` to carry the news: it gets
@@ -280,7 +287,11 @@ impl WsSession {
     /// Leaves every room the current token may no longer join.
     pub(super) fn narrow_rooms(&mut self, ctx: &mut Context<Self>) {
         let claims = &self.claims;
-        for room in self.rooms.retain(|room| may_join(claims, room.as_str())) {
+        let gone = self
+            .socket
+            .rooms()
+            .retain(|room| may_join(claims, room.as_str()));
+        for room in gone {
             self.link().leave(room.clone());
             let data = json!({"room": room.as_str(), "reason": "forbidden"});
             self.send(protocol::reply("leftRoom", None, data), ctx);
@@ -291,7 +302,11 @@ impl WsSession {
         let Some(room) = event.room() else {
             return self.send(event.frame, ctx);
         };
-        match self.rooms.arrive(room, event.version, &event.frame) {
+        let arrival = self
+            .socket
+            .rooms()
+            .arrive(room, event.version, &event.frame);
+        match arrival {
             Arrival::Send => self.send(event.frame, ctx),
             Arrival::Held | Arrival::Drop => {}
             Arrival::Overflow => self.drop_slow_consumer(ctx),
@@ -308,7 +323,8 @@ impl WsSession {
         epoch: Option<Epoch>,
         ctx: &mut Context<Self>,
     ) {
-        if self.rooms.resync(&room, version, epoch.clone()) {
+        let tell = self.socket.rooms().resync(&room, version, epoch.clone());
+        if tell {
             let joined = Joined {
                 room: room.as_str(),
                 version: Some(version),

@@ -100,6 +100,6 @@ EVENTIDE_JWT_SECRET="$secret" taskset -c 1 "$bin/eventide-load" cluster "${hub_a
 for n in $(seq 0 $((nodes - 1))); do
   eval "addr=\$addr$n"
   curl -s "http://$addr/metrics" |
-    grep -E '^eventide_(gap|anti_entropy|history_lost|relay)_' >"$out/metrics-hub$n.txt" || true
+    grep -E '^eventide_(gap|anti_entropy|history_lost|relay|replay)' >"$out/metrics-hub$n.txt" || true
 done
 grep -E 'redis|Redis|WARN|ERROR' "$out"/hub*.log | head -40 >"$out/hub-warnings.txt" || true

@@ -6,7 +6,8 @@
 #
 #   tools/eventide-load/scripts/side-by-side.sh [RUN…]
 #
-# RUN is one of connect, fanout1, fanout8, latency, slow (default: all of them).
+# RUN is one of connect, fanout1, fanout8, latency, rooms20, slow (default: all of
+# them but rooms20).
 # Needs `cargo build --release -p eventide-hub -p eventide-load` first.
 set -euo pipefail
 
@@ -87,6 +88,8 @@ for what in "${@:-connect fanout1 fanout8 latency slow}"; do
         run "latency 10/s REST" hub fanout --via rest --subscribers 10000 --rooms 1 --changes 300 --rate 10 --timeout 300
         run "latency 10/s emit" hub fanout --via emit --subscribers 10000 --rooms 1 --changes 300 --rate 10 --timeout 300
         run "latency 10/s emit" ref fanout --via emit --subscribers 10000 --rooms 1 --changes 300 --rate 10 --timeout 300 ;;
+      rooms20)
+        for s in hub ref; do run "2k x 20 rooms, 20k frames/s" $s fanout --via emit --subscribers 2000 --rooms 20 --changes 6000 --rate 200 --timeout 300; done ;;
       slow)
         for s in hub ref; do run "slow 100" $s slow --readers 100 --events 2000 --size 4096 --timeout 300; done ;;
       *) echo "unknown run: $one" >&2; exit 2 ;;

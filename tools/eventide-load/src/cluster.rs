@@ -172,6 +172,12 @@ struct Shared {
     joined: usize,
     live: Histogram,
     replay: Histogram,
+    /// Per rejoin: from opening the socket again (after a drop) to each of its rooms'
+    /// `joinedRoom`, which the hub sends once it has what the client missed.
+    rejoin: Histogram,
+    /// Per subscriber: when its current socket began to open after a drop (0 for its
+    /// first connection).
+    reopened_us: Vec<u64>,
     reconnects: u64,
     connect_failures: u64,
     not_recovered: u64,
@@ -266,6 +272,7 @@ pub async fn run(args: ClusterArgs) -> Result<Report, String> {
     let shared = Shared {
         tracks: vec![vec![None; each]; n_subs],
         down: vec![Vec::new(); n_subs],
+        reopened_us: vec![0; n_subs],
         version_of: vec![0; args.changes],
         due_us: vec![0; args.changes],
         sent_us: vec![0; args.changes],

@@ -86,6 +86,10 @@ fn handle(
                 s.joined += 1;
             } else {
                 replay_to[j] = version;
+                let reopened = s.reopened_us[i];
+                if reopened > 0 {
+                    s.rejoin.record(now_micros().saturating_sub(reopened));
+                }
             }
             if data.recovered == Some(false) {
                 s.not_recovered += 1;
@@ -156,6 +160,11 @@ pub(super) async fn subscriber(i: usize, ctx: Rc<Ctx>, mut stop: watch::Receiver
     loop {
         let opened = {
             let _permit = ctx.handshakes.acquire().await;
+            {
+                let mut s = ctx.shared.borrow_mut();
+                let rejoin = s.tracks[i].iter().any(Option::is_some);
+                s.reopened_us[i] = if rejoin { now_micros() } else { 0 };
+            }
             // Bounded: a node out of file descriptors leaves the TCP connection in its
             // backlog, never accepted, and the handshake would wait forever.
             let open = ws::open(node, source, token.as_deref(), config);
@@ -286,6 +295,7 @@ mod tests {
             shared: RefCell::new(Shared {
                 tracks: vec![vec![None]; 2],
                 down: vec![Vec::new(); 2],
+                reopened_us: vec![0; 2],
                 version_of: vec![0; 20],
                 acked_us: vec![0; 20],
                 reach: vec![Default::default(); 20],
@@ -312,7 +322,9 @@ mod tests {
         // Another room's frame and a stranger are ignored.
         handle(&ctx, 1, &rooms, &mut replay_to, &update(3, 9, 2)).unwrap();
         handle(&ctx, 1, &rooms, &mut replay_to, "not json").unwrap();
-        // A rejoin with since: versions up to the joinedRoom's are replays.
+        // A rejoin with since: versions up to the joinedRoom's are replays, and the
+        // time since the socket began to open again is the rejoin's.
+        ctx.shared.borrow_mut().reopened_us[1] = 1;
         let rejoined =
             r#"{"event":"joinedRoom","data":{"room":"provider-2","version":7,"recovered":true}}"#;
         handle(&ctx, 1, &rooms, &mut replay_to, rejoined).unwrap();
@@ -327,6 +339,7 @@ mod tests {
         assert_eq!((s.live.count(), s.replay.count()), (2, 2));
         assert_eq!((s.version_of[1], s.version_of[11]), (5, 6));
         assert_eq!(s.joined, 1);
+        assert_eq!(s.rejoin.count(), 1);
         // Per change: one receiver each; the repeat of change 31 is past the plan.
         assert_eq!((s.reach[1].subscribers, s.reach[11].subscribers), (1, 1));
         assert_eq!(s.reach[1].repeats + s.reach[11].repeats, 0);

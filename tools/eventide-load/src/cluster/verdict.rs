@@ -150,6 +150,7 @@ pub(super) fn report(ctx: &Ctx, m: Measured) -> Report {
         .add("write_lag_max_us", lag.max())
         .add_latency("delivery_live", &s.live)
         .add_latency("delivery_replayed", &s.replay)
+        .add_latency("rejoin", &s.rejoin)
         .add(
             "converged_after_last_write_ms",
             settled_us.map_or(Value::Null, |t| {
