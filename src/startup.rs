@@ -21,7 +21,7 @@ use crate::health::{DatabaseProbe, ReadinessCheck};
 use crate::metrics::Metrics;
 use crate::rooms::sequencer::HoldLimits;
 use crate::rooms::{Hub, ShardConfig, TailLimits};
-use crate::server::{cors, http, network, request_metrics, routes, AppState, Shutdown};
+use crate::server::{cors, heap, http, network, request_metrics, routes, AppState, Shutdown};
 use crate::ws::{ConnectionCounter, Origins, SessionIds, WsContext};
 
 /// A hub that is bound and ready to run.
@@ -59,6 +59,7 @@ impl Application {
             .await
             .map_err(|e| StartupError(e.to_string()))?;
         actix_web::rt::spawn(verifier.clone().keep_current());
+        actix_web::rt::spawn(heap::trim_after_bursts(metrics.connections.clone()));
         actix_web::rt::spawn(auth::reload_on_sighup(verifier.clone()));
         let verifier = web::Data::from(verifier);
         let pool = {

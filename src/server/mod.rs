@@ -1,9 +1,10 @@
 //! The HTTP server around the handlers: the route table, the application state, CORS,
-//! request metrics, the server itself, socket tuning and graceful shutdown, one file
-//! each.
+//! request metrics, the server itself, socket tuning, graceful shutdown and giving
+//! the heap back after connection bursts, one file each.
 //! [`crate::startup`] puts them together.
 
 pub mod cors;
+pub mod heap;
 pub mod http;
 pub mod network;
 pub mod request_metrics;
