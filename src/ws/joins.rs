@@ -182,7 +182,13 @@ impl Rooms {
         if self.busy {
             return None;
         }
-        Some(match self.queue.pop_front()? {
+        let request = self.queue.pop_front()?;
+        if self.queue.is_empty() {
+            // Most sessions send a request or two and then nothing for hours: an idle
+            // one keeps no queue.
+            self.queue = VecDeque::new();
+        }
+        Some(match request {
             RoomRequest::Join {
                 room,
                 since,
@@ -399,7 +405,12 @@ impl RoomMap {
     fn insert(&mut self, room: RoomName, membership: Membership) {
         match self.position(&room) {
             Some(at) => self.0[at].1 = membership,
-            None => self.0.push((room, membership)),
+            None => {
+                // Grown one room at a time: most sessions are in one or two, and every
+                // idle socket would keep the spare room a doubling leaves.
+                self.0.reserve_exact(1);
+                self.0.push((room, membership));
+            }
         }
     }
 

@@ -93,10 +93,12 @@ impl WsSession {
 
     fn new(
         id: SessionId,
-        claims: Claims,
+        mut claims: Claims,
         context: Arc<WsContext>,
         connection: Rc<Connection>,
     ) -> Self {
+        // Kept for the life of the socket: without the spare room parsing left.
+        claims.rooms.shrink_to_fit();
         let limits = &context.limits;
         let now = Instant::now();
         WsSession {

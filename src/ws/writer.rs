@@ -227,6 +227,8 @@ impl SocketWriter {
                 }
             }
         }
+        // The queue is for bursts and slow readers; an idle socket keeps none.
+        self.queue = VecDeque::new();
         Ok(true)
     }
 

@@ -36,8 +36,10 @@ struct Member {
     mailbox: Mailbox,
     /// The session's socket, for events it need not see (see [`super::direct`]).
     direct: Option<DirectSocket>,
-    /// The rooms this session is in: always exactly the rooms whose `members` hold it.
-    rooms: HashSet<RoomName>,
+    /// The rooms this session is in: always exactly the rooms whose `members` hold it,
+    /// each once. A few at most, so a vector grown one at a time: every idle socket
+    /// would keep the spare room of a hash set.
+    rooms: Vec<RoomName>,
 }
 struct Room {
     /// Sessions in the room. The room exists exactly while this is not empty.
@@ -169,7 +171,7 @@ impl Handler<Connect> for RoomRegistry {
             sub: msg.sub,
             mailbox: msg.mailbox,
             direct: direct::take(msg.id),
-            rooms: HashSet::new(),
+            rooms: Vec::new(),
         };
         self.sessions.insert(msg.id, member);
     }
@@ -193,7 +195,10 @@ impl Handler<Join> for RoomRegistry {
         let Some(member) = self.sessions.get_mut(&id) else {
             return Box::pin(async { Err(JoinError::Gone) });
         };
-        member.rooms.insert(room.clone());
+        if !member.rooms.contains(&room) {
+            member.rooms.reserve_exact(1);
+            member.rooms.push(room.clone());
+        }
         let sub = member.sub.clone();
         let (changelog, config, tails) = (&self.changelog, &self.config, &self.tails);
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| Room {
@@ -244,7 +249,7 @@ impl Handler<Leave> for RoomRegistry {
         let Some(member) = self.sessions.get_mut(&msg.id) else {
             return;
         };
-        member.rooms.remove(&msg.room);
+        member.rooms.retain(|room| *room != msg.room);
         let sub = member.sub.clone();
         self.leave_room(msg.id, &sub, &msg.room);
     }
