@@ -65,6 +65,12 @@ impl TryWrite for Connection {
             socket2::SockRef::from(&self.stream).send_vectored_with_flags(bufs, SEND_FLAGS)
         })
     }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(&self.stream).send_with_flags(buf, SEND_FLAGS)
+        })
+    }
 }
 
 /// The client's messages, read straight from the socket.

@@ -7,6 +7,8 @@ struct FakeSocket {
     room: Cell<usize>,
     taken: RefCell<Vec<u8>>,
     calls: Cell<usize>,
+    /// Of `calls`, those with one buffer (a plain `send`).
+    single: Cell<usize>,
 }
 
 impl FakeSocket {
@@ -15,6 +17,7 @@ impl FakeSocket {
             room: Cell::new(room),
             taken: RefCell::new(Vec::new()),
             calls: Cell::new(0),
+            single: Cell::new(0),
         }
     }
 }
@@ -34,6 +37,11 @@ impl TryWrite for FakeSocket {
         }
         Ok(n)
     }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.single.set(self.single.get() + 1);
+        self.try_write_vectored(&[IoSlice::new(buf)])
+    }
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -52,6 +60,33 @@ fn a_frame_the_kernel_takes_is_written_in_one_call_and_never_queued() {
     assert_eq!(socket.calls.get(), 1);
     assert_eq!(writer.queued_bytes(), 0);
     assert!(!writer.has_queue());
+    assert_eq!(*socket.taken.borrow(), frame(&payload));
+}
+
+#[test]
+fn a_small_frame_goes_out_as_one_buffer_and_a_large_one_in_two_parts() {
+    let socket = FakeSocket::with_room(usize::MAX);
+    let mut writer = SocketWriter::new(1 << 20);
+    let small = Bytes::from(vec![b's'; SMALL_FRAME - 4]);
+    let large = Bytes::from(vec![b'l'; SMALL_FRAME]);
+    writer.send(&socket, OpCode::Text, small.clone()).unwrap();
+    assert_eq!((socket.calls.get(), socket.single.get()), (1, 1));
+    writer.send(&socket, OpCode::Text, large.clone()).unwrap();
+    assert_eq!((socket.calls.get(), socket.single.get()), (2, 1));
+    let mut both = frame(&small);
+    both.extend(frame(&large));
+    assert_eq!(*socket.taken.borrow(), both);
+}
+
+#[test]
+fn a_small_frame_the_kernel_takes_in_part_is_finished_from_where_it_stopped() {
+    let socket = FakeSocket::with_room(10);
+    let mut writer = SocketWriter::new(1 << 20);
+    let payload = Bytes::from(vec![b'p'; 300]);
+    writer.send(&socket, OpCode::Text, payload.clone()).unwrap();
+    assert!(writer.has_queue());
+    socket.room.set(usize::MAX);
+    assert!(writer.flush(&socket).unwrap());
     assert_eq!(*socket.taken.borrow(), frame(&payload));
 }
 
