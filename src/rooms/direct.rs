@@ -65,3 +65,26 @@ pub fn hand_over(id: SessionId, socket: DirectSocket) {
 pub fn take(id: SessionId) -> Option<DirectSocket> {
     HANDOFF.with(|handoff| handoff.borrow_mut().remove(&id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Socket;
+
+    impl DirectWrite for Socket {
+        fn write(&self, _: &[Event]) -> Direct {
+            Direct::Declined
+        }
+    }
+
+    #[test]
+    fn a_socket_left_for_the_shard_is_taken_once_and_then_held_nowhere() {
+        let socket: DirectSocket = Rc::new(Socket);
+        hand_over(41, socket.clone());
+        assert_eq!(Rc::strong_count(&socket), 2);
+        assert!(take(41).is_some());
+        assert!(take(41).is_none());
+        assert_eq!(Rc::strong_count(&socket), 1, "the hand-over keeps nothing");
+    }
+}

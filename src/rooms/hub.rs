@@ -438,8 +438,10 @@ impl Link {
         .await
     }
 
-    /// Deregisters the session.
+    /// Deregisters the session. A direct socket the shard never took (its `Connect`
+    /// was not handled: the shard stopped) is let go here, and with it the socket.
     pub fn disconnect(&self) {
+        drop(direct::take(self.id));
         self.shard.do_send(Disconnect { id: self.id });
     }
 }

@@ -93,8 +93,8 @@ pub type Mailbox = inbox::Mailbox<SessionMsg>;
 /// The session's end of its inbox.
 pub type Inbox = inbox::Inbox<SessionMsg>;
 
-/// A new session. Its [`DirectSocket`](super::direct::DirectSocket), if it has one, waits for the shard on this
-/// thread (see [`super::direct`]).
+/// A new session. Its [`DirectSocket`](super::direct::DirectSocket), if it has one,
+/// waits for the shard on this thread (see [`super::direct`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {

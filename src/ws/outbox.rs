@@ -135,7 +135,7 @@ impl Outbox {
     /// A wait for the socket to take more, when frames are queued and neither held
     /// nor waited for yet; [`Outbox::flush`] once it completes.
     pub fn wait_writable(&mut self) -> Option<impl Future<Output = io::Result<()>> + 'static> {
-        if self.flush != Flush::Idle || !self.writer.has_queue() {
+        if !self.needs_wait() {
             return None;
         }
         self.flush = Flush::Writable;

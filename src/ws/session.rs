@@ -3,12 +3,13 @@
 //! It registers with its thread's registry shard (through the [`Hub`](crate::rooms::Hub))
 //! when it starts and deregisters when it stops; takes what the shard hands it
 //! through its inbox (events it must see, closes, heartbeats), while the shard writes
-//! the events of its live rooms straight to its socket ([`direct`]); parses, rate-limits and authorizes
-//! client frames ([`frames`]: every frame counts, and a fragmented message must be
-//! finished within the client timeout); runs room requests in the client's order
-//! ([`Rooms`]); on each heartbeat pings the client and drops it when silent, or when
-//! a message it began stays unfinished; closes with 4001 when its token expires; and
-//! writes every frame straight to its own socket through a byte-bounded [`Outbox`].
+//! the events of its live rooms straight to its socket ([`direct`]); parses,
+//! rate-limits and authorizes client frames ([`frames`]: every frame counts, and a
+//! fragmented message must be finished within the client timeout); runs room requests
+//! in the client's order ([`Rooms`]); on each heartbeat pings the client and drops it
+//! when silent, or when a message it began stays unfinished; closes with 4001 when its
+//! token expires; and writes every frame straight to its own socket through a
+//! byte-bounded [`Outbox`].
 //!
 //! Joining: the session joins its shard first, which answers where the room's stream
 //! stands on this node (version `p`); live events after `p` arrive meanwhile and are
